@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export GLOG_v := 3
+
+.PHONY: test test-fast demo venv bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The whole suite, full-size cases included (CI runs this).
+test: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VPY) -m pytest -q
+
+# Quick iteration target: skips the full-size cases. Never a substitute for `make test`.
+test-fast: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VPY) -m pytest -q -m "not full_size"
+
+demo: $(STAMP)
+	$(VPY) scripts/demo.py
+
+bench: $(STAMP)
+	$(VPY) benchmarks/bench_stdit3.py
+	$(VPY) benchmarks/bench_convert.py
+
+clean:
+	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis

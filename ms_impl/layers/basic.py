@@ -1,0 +1,202 @@
+"""The layer kit, MindSpore side: thin cells that pick the kernel per device.
+
+Decision (issue 2): parameters keep PyTorch names (``weight``, ``bias``) on every device, so upstream and
+reference checkpoints map one to one. MindSpore-native names (``gamma``/``beta``, ``embedding_table``) are a
+dialect only the converter speaks.
+
+Mixed precision: parameters are stored in fp32 (master weights). Each matmul/conv cell has a
+``compute_dtype`` (fp32 by default; ``set_compute_dtype(net, ms.float16)`` switches a whole network) and
+casts input and weights to it. Norms always compute in fp32 and return the input's dtype.
+"""
+import math
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, mint, nn, ops
+from mindspore.common.initializer import HeUniform, Uniform, initializer
+
+from ms_impl.device import on_ascend
+
+
+def _uniform_bias(fan_in, shape):
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return Parameter(initializer(Uniform(bound), shape, ms.float32), name="bias")
+
+
+def _tuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class _Compute(nn.Cell):
+    """Base of cells with a switchable compute dtype."""
+
+    compute_dtype = ms.float32
+
+    def _cast(self, x):
+        return x.astype(self.compute_dtype)
+
+
+class Linear(_Compute):
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(initializer(HeUniform(math.sqrt(5)), (out_features, in_features), ms.float32),
+                                name="weight")
+        self.bias = _uniform_bias(in_features, (out_features,)) if bias else None
+
+    def construct(self, x):
+        w = self._cast(self.weight)
+        b = None if self.bias is None else self._cast(self.bias)
+        return mint.nn.functional.linear(self._cast(x), w, b)
+
+
+class LayerNorm(nn.Cell):
+    """torch.nn.LayerNorm semantics. CPU: ``ops.LayerNorm`` primitive (mint's LayerNormExt is Ascend-only)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__()
+        self.normalized_shape = _tuple(normalized_shape, 1)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(initializer("ones", self.normalized_shape, ms.float32), name="weight")
+            self.bias = Parameter(initializer("zeros", self.normalized_shape, ms.float32), name="bias") if bias else None
+        else:
+            self.weight, self.bias = None, None
+        # Constant stand-ins when there is no affine (or no bias): the primitive always takes gamma and beta.
+        self._ones = Tensor(np.ones(self.normalized_shape, np.float32))
+        self._zeros = Tensor(np.zeros(self.normalized_shape, np.float32))
+        self.use_fused = on_ascend()
+        axis = -len(self.normalized_shape)
+        self._ln = ops.LayerNorm(begin_norm_axis=axis, begin_params_axis=axis, epsilon=eps)
+
+    def construct(self, x):
+        dtype = x.dtype
+        gamma = self._ones if self.weight is None else self.weight
+        beta = self._zeros if self.bias is None else self.bias
+        x32 = x.astype(ms.float32)
+        if self.use_fused:  # Ascend: fused LayerNormExt
+            y = mint.nn.functional.layer_norm(x32, self.normalized_shape, gamma, beta, self.eps)
+        else:
+            y = self._ln(x32, gamma, beta)[0]
+        return y.astype(dtype)
+
+
+class RMSNorm(nn.Cell):
+    """LlamaRMSNorm: fp32 statistics, cast back, then weight (same op order as the reference)."""
+
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = Parameter(initializer("ones", (hidden_size,), ms.float32), name="weight")
+        self.variance_epsilon = eps
+
+    def construct(self, hidden_states):
+        dtype = hidden_states.dtype
+        h = hidden_states.astype(ms.float32)
+        variance = mint.mean(mint.pow(h, 2), -1, keepdim=True)
+        h = h * mint.rsqrt(variance + self.variance_epsilon)
+        return self.weight.astype(dtype) * h.astype(dtype)
+
+
+class GroupNorm(nn.Cell):
+    """torch.nn.GroupNorm semantics; ``mint.nn.functional.group_norm`` runs on CPU and Ascend. fp32 compute."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        if affine:
+            self.weight = Parameter(initializer("ones", (num_channels,), ms.float32), name="weight")
+            self.bias = Parameter(initializer("zeros", (num_channels,), ms.float32), name="bias")
+        else:
+            self.weight, self.bias = None, None
+
+    def construct(self, x):
+        dtype = x.dtype
+        y = mint.nn.functional.group_norm(x.astype(ms.float32), self.num_groups, self.weight, self.bias, self.eps)
+        return y.astype(dtype)
+
+
+class _ConvNd(_Compute):
+    nd = 2
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True):
+        super().__init__()
+        n = self.nd
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _tuple(kernel_size, n)
+        self.stride = _tuple(stride, n)
+        self.padding = _tuple(padding, n)
+        self.dilation = _tuple(dilation, n)
+        self.groups = groups
+        shape = (out_channels, in_channels // groups) + self.kernel_size
+        self.weight = Parameter(initializer(HeUniform(math.sqrt(5)), shape, ms.float32), name="weight")
+        fan_in = (in_channels // groups) * int(np.prod(self.kernel_size))
+        self.bias = _uniform_bias(fan_in, (out_channels,)) if bias else None
+        self.use_mint = on_ascend()
+
+    def construct(self, x):
+        w = self._cast(self.weight)
+        b = None if self.bias is None else self._cast(self.bias)
+        return self._conv(self._cast(x), w, b)
+
+
+class Conv2d(_ConvNd):
+    nd = 2
+
+    def _conv(self, x, w, b):
+        if self.use_mint:  # Ascend: Conv2DExt
+            return mint.nn.functional.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv2d(x, w, b, self.stride, "pad", self.padding, self.dilation, self.groups)
+
+
+class Conv3d(_ConvNd):
+    """Note for Ascend: Conv3D has no fp32 kernel there; models set ``compute_dtype`` to fp16/bf16 on Ascend."""
+
+    nd = 3
+
+    def _conv(self, x, w, b):
+        if self.use_mint:  # Ascend: Conv3DExt
+            return mint.nn.functional.conv3d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv3d(x, w, b, self.stride, "pad", self.padding, self.dilation, self.groups)
+
+
+class Embedding(nn.Cell):
+    """torch.nn.Embedding with the torch parameter name ``weight`` (nn.Embedding would call it embedding_table)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.weight = Parameter(initializer("normal", (num_embeddings, embedding_dim), ms.float32), name="weight")
+
+    def construct(self, ids):
+        return ops.gather(self.weight, ids, 0)
+
+
+class GELU(nn.Cell):
+    def __init__(self, approximate="none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def construct(self, x):
+        return ops.gelu(x, approximate=self.approximate)
+
+
+class SiLU(nn.Cell):
+    def construct(self, x):
+        return mint.nn.functional.silu(x)
+
+
+class Identity(nn.Cell):
+    def construct(self, x):
+        return x
+
+
+def set_compute_dtype(net: nn.Cell, dtype) -> nn.Cell:
+    """Switch every matmul/conv cell (and cells that declare ``compute_dtype``) to ``dtype``.
+
+    Norms and softmax stay fp32 regardless. Returns ``net``.
+    """
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, _Compute) or "compute_dtype" in vars(cell):
+            cell.compute_dtype = dtype
+    return net

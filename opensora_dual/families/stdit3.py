@@ -1,0 +1,46 @@
+"""STDiT3 (Open-Sora 1.2), ``v1.2.0:opensora/models/stdit/stdit3.py``; release ``hpcai-tech/OpenSora-STDiT-v3``."""
+from opensora_dual.registry import Family, register
+
+# STDiT3Config fields, with upstream defaults (facts section 11: the release config.json carries these).
+CONFIG_DEFAULTS = dict(
+    input_size=(None, None, None), input_sq_size=512, in_channels=4, patch_size=(1, 2, 2), hidden_size=1152,
+    depth=28, num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1, pred_sigma=True, drop_path=0.0,
+    caption_channels=4096, model_max_length=300, qk_norm=True, enable_flash_attn=False,
+    enable_layernorm_kernel=False, enable_sequence_parallelism=False, only_train_temporal=False,
+    freeze_y_embedder=False, skip_y_embedder=False,
+)
+
+# Registered names. XL/2 and 3B/2 as upstream registers them (with from_pretrained's v1.2 defaults:
+# qk_norm=True, in_channels=4, model_max_length=300); S/2 is this project's small config for tests and the demo.
+PRESETS = {
+    "STDiT3-XL/2": dict(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16),
+    "STDiT3-3B/2": dict(depth=28, hidden_size=1872, patch_size=(1, 2, 2), num_heads=26),
+    "STDiT3-S/2": dict(depth=2, hidden_size=96, patch_size=(1, 2, 2), num_heads=4, caption_channels=64,
+                       model_max_length=16),
+}
+
+
+def config_from_json(cfg: dict) -> dict:
+    kwargs = {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
+    for k in ("input_size", "patch_size"):
+        if k in kwargs and kwargs[k] is not None:
+            kwargs[k] = tuple(kwargs[k])
+    return kwargs
+
+
+def config_to_json(kwargs: dict) -> dict:
+    cfg = dict(CONFIG_DEFAULTS)
+    cfg.update(kwargs)
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    cfg.update(model_type="STDiT3", architectures=["STDiT3"], torch_dtype="float32", transformers_version="4.36.2")
+    return cfg
+
+
+FAMILY = register(Family(
+    name="stdit3",
+    class_path="models.stdit.stdit3:STDiT3",
+    model_types=("STDiT3",),
+    presets={name: {**kw} for name, kw in PRESETS.items()},
+    config_from_json=config_from_json,
+    config_to_json=config_to_json,
+))

@@ -1,0 +1,85 @@
+"""Model registry: one name (``STDiT3-XL/2``) maps to the same class in each backend.
+
+A *family* (``opensora_dual.families.<name>``) declares where its class lives relative to the backend
+package (``models.stdit.stdit3:STDiT3`` is ``pt_reference.models.stdit.stdit3.STDiT3`` and
+``ms_impl.models.stdit.stdit3.STDiT3``), its named presets, and how a release folder's ``config.json``
+maps to constructor arguments. Families register themselves on import; ``load_families()`` imports all.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+BACKENDS = {"pt": "pt_reference", "ms": "ms_impl"}
+
+
+@dataclass
+class Family:
+    name: str                                  # "stdit3"
+    class_path: str                            # "models.stdit.stdit3:STDiT3", relative to the backend package
+    model_types: Tuple[str, ...] = ()          # config.json "model_type" / "_class_name" values that mean this family
+    presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # registered names -> constructor kwargs
+    config_from_json: Optional[Callable[[dict], dict]] = None   # release config.json -> constructor kwargs
+    config_to_json: Optional[Callable[[dict], dict]] = None     # constructor kwargs -> release config.json
+    extra: Dict[str, Any] = field(default_factory=dict)         # family-specific data (converter rules, ...)
+
+    def model_class(self, backend: str):
+        module, cls = self.class_path.split(":")
+        return getattr(importlib.import_module(f"{BACKENDS[backend]}.{module}"), cls)
+
+
+_FAMILIES: Dict[str, Family] = {}
+_PRESETS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
+
+
+def register(family: Family) -> Family:
+    _FAMILIES[family.name] = family
+    for preset, kwargs in family.presets.items():
+        _PRESETS[preset] = (family.name, kwargs)
+    return family
+
+
+def load_families() -> Dict[str, Family]:
+    from opensora_dual import families
+
+    for info in pkgutil.iter_modules(families.__path__):
+        importlib.import_module(f"opensora_dual.families.{info.name}")
+    return _FAMILIES
+
+
+def get_family(name: str) -> Family:
+    load_families()
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}")
+    return _FAMILIES[name]
+
+
+def family_for_model_type(model_type: str) -> Family:
+    for fam in load_families().values():
+        if model_type in fam.model_types:
+            return fam
+    raise KeyError(f"no model family handles model_type {model_type!r}; known: "
+                   f"{sorted(t for f in _FAMILIES.values() for t in f.model_types)}")
+
+
+def resolve(name: str) -> Tuple[Family, Dict[str, Any]]:
+    """A registered preset name -> (family, constructor kwargs)."""
+    load_families()
+    if name not in _PRESETS:
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(_PRESETS)}")
+    fam, kwargs = _PRESETS[name]
+    return _FAMILIES[fam], dict(kwargs)
+
+
+def preset_names() -> list:
+    load_families()
+    return sorted(_PRESETS)
+
+
+def build(name: str, backend: str, **overrides):
+    """Build a registered model in one backend: ``build("STDiT3-XL/2", "ms")``."""
+    fam, kwargs = resolve(name)
+    kwargs.update(overrides)
+    return fam.model_class(backend)(**kwargs)

@@ -1,0 +1,1 @@
+"""Slim PyTorch reference: the specification. Upstream key names; no optimizations beyond SDPA."""

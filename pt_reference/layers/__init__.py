@@ -1,0 +1,6 @@
+from pt_reference.layers.basic import (GELU, Conv2d, Conv3d, Embedding, GroupNorm, Identity, LayerNorm, Linear,
+                                       RMSNorm, SiLU)
+from pt_reference.layers.attention import scaled_dot_product_attention
+
+__all__ = ["Linear", "LayerNorm", "RMSNorm", "GroupNorm", "Conv2d", "Conv3d", "Embedding", "GELU", "SiLU",
+           "Identity", "scaled_dot_product_attention"]
