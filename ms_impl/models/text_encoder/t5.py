@@ -163,7 +163,7 @@ class T5Attention(nn.Cell):
             if self.has_relative_attention_bias:
                 position_bias = self.compute_bias(length, length)
             else:
-                position_bias = mint.zeros((1, self.n_heads, length, length), dtype=self.compute_dtype)
+                position_bias = ops.zeros((1, self.n_heads, length, length), self.compute_dtype)
         scores = mint.matmul(q, mint.transpose(k, -2, -1)).astype(ms.float32) + position_bias.astype(ms.float32)
         if mask is not None:
             scores = scores.masked_fill(mint.logical_not(mask), _MASKED)

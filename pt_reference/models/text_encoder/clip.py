@@ -34,3 +34,10 @@ class CLIPTextModel(transformers.CLIPTextModel):
             attention_mask = torch.as_tensor(attention_mask)
         out = super().forward(input_ids=torch.as_tensor(input_ids), attention_mask=attention_mask)
         return out.last_hidden_state, out.pooler_output
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """Project loader (upstream folder or converter output), through ``converters.from_pretrained``."""
+        import converters
+
+        return converters.from_pretrained(cls, path, "pt", **overrides)

@@ -42,3 +42,10 @@ class T5EncoderModel(transformers.T5EncoderModel):
             if name.endswith("DenseReluDense.wo"):
                 module.to(torch.float32)
         return self
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """Project loader (upstream folder or converter output), through ``converters.from_pretrained``."""
+        import converters
+
+        return converters.from_pretrained(cls, path, "pt", **overrides)
