@@ -1,0 +1,264 @@
+"""The engine can fail, and says where: perturbed twins fail with the broken module named as the first jump;
+identical twins pass; NaN-position, shape and dtype mismatches fail; odd call signatures and tuple/dict results
+work; the session cache builds once."""
+import dataclasses
+
+import mindspore as ms
+import numpy as np
+import pytest
+import torch
+from mindspore import mint, nn as mnn
+from torch import nn as tnn
+
+import ms_impl.layers as M
+import pt_reference.layers as P
+from parity_tests import engine
+from parity_tests.engine import Case, assert_case, run_case
+
+D = 16
+
+
+# ------------------------------------------------------------------ a small chain built from the layer kit
+class PtChain(tnn.Module):
+    """fc_in -> norm -> act -> fc_mid -> norm (again) -> fc_out; returns (out, hidden)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc_in = P.Linear(D, 2 * D)
+        self.norm = P.LayerNorm(2 * D)
+        self.act = P.GELU(approximate="tanh")
+        self.fc_mid = P.Linear(2 * D, 2 * D)
+        self.fc_out = P.Linear(2 * D, D)
+
+    def forward(self, x, scale=1.0):
+        h = self.act(self.norm(self.fc_in(x)))
+        h = self.norm(self.fc_mid(h)) * scale
+        return self.fc_out(h), h
+
+    def encode(self, x):
+        return {"mean": self.fc_in(x), "hidden": self.act(self.fc_in(x))}
+
+
+class _BrokenLinear(M.Linear):
+    """A Linear that forgets its bias: the kind of bug the engine must point at."""
+
+    def construct(self, x):
+        return mint.nn.functional.linear(self._cast(x), self._cast(self.weight), None)
+
+
+class _NaNAt(mnn.Cell):
+    """Returns its input with element [0, 0] set to NaN."""
+
+    def construct(self, x):
+        mask = ms.Tensor(np.eye(x.shape[0], x.shape[1], dtype=bool))
+        return x.masked_fill(mask, float("nan"))
+
+
+class MsChain(mnn.Cell):
+    def __init__(self, eps=1e-5, broken_mid=False, out_dtype=None, nan_out=False, cut_out=False):
+        super().__init__()
+        self.fc_in = M.Linear(D, 2 * D)
+        self.norm = M.LayerNorm(2 * D, eps=eps)
+        self.act = M.GELU(approximate="tanh")
+        self.fc_mid = _BrokenLinear(2 * D, 2 * D) if broken_mid else M.Linear(2 * D, 2 * D)
+        self.fc_out = M.Linear(2 * D, D)
+        self.out_dtype, self.nan_out, self.cut_out = out_dtype, nan_out, cut_out
+        self.nan = _NaNAt()
+
+    def construct(self, x, scale=1.0):
+        h = self.act(self.norm(self.fc_in(x)))
+        h = self.norm(self.fc_mid(h)) * scale
+        out = self.fc_out(h)
+        if self.nan_out:
+            out = self.nan(out)
+        if self.cut_out:
+            out = out[:, :-1]
+        if self.out_dtype is not None:
+            out = out.astype(self.out_dtype)
+        return out, h
+
+    def encode(self, x):
+        return {"mean": self.fc_in(x), "hidden": self.act(self.fc_in(x))}
+
+
+def chain_inputs(rng):
+    return {"x": rng.standard_normal((4, D)), "scale": 0.5}
+
+
+def chain_case(name="chain", ms_kwargs=None, **kw):
+    ms_kwargs = ms_kwargs or {}
+    return Case(name, PtChain, lambda: MsChain(**ms_kwargs), chain_inputs, level="block", **kw)
+
+
+# ------------------------------------------------------------------ identical twins pass
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_identical_chain_passes(mode, dtype):
+    res = assert_case(chain_case(mode=mode, dtype=dtype))
+    keys = [r.key for r in res.rows]
+    assert keys == ["fc_in", "norm#0", "act", "fc_mid", "norm#1", "fc_out"]  # the norm is compared per call
+    assert [o.path for o in res.outputs] == ["[0]", "[1]"]                    # tuple results, leaf by leaf
+    assert res.first_jump is None and not res.unmatched
+    if mode == "graph":
+        assert res.graph_vs_pynative and all(o.verdict.passed for o in res.graph_vs_pynative)
+    if dtype == "fp16":
+        assert res.outputs[0].metrics.dtype_port == "float16"
+        nf = res.outputs[0].noise_floor
+        assert nf is not None and nf["torch_floor"] > 0 and nf["passed"]
+
+
+def test_weights_really_go_through_the_transfer():
+    """Without the transfer the port keeps its own random init, and the engine must see that."""
+    res = run_case(chain_case(transfer_weights=False))
+    assert not res.passed
+    assert res.first_jump.name == "fc_in"
+
+
+# ------------------------------------------------------------------ perturbed twins fail, at the right module
+def test_wrong_eps_fails_at_the_norm():
+    res = run_case(chain_case(ms_kwargs=dict(eps=1e-1)))
+    assert not res.passed
+    assert (res.first_jump.name, res.first_jump.call) == ("norm", 0)
+    assert res.rows[0].verdict.passed  # fc_in, upstream of the bug, is fine
+
+
+def test_broken_module_in_the_middle_is_the_first_jump():
+    case = chain_case(ms_kwargs=dict(broken_mid=True))
+    res = run_case(case)
+    assert not res.passed
+    assert res.first_jump.name == "fc_mid"
+    assert [r.verdict.passed for r in res.rows][:3] == [True, True, True]  # fc_in, norm#0, act
+    with pytest.raises(AssertionError) as e:
+        assert_case(case)
+    msg = str(e.value)
+    assert "first jump: fc_mid (Linear)" in msg and "<-- first jump" in msg and "rel_fro" in msg
+    assert msg.count("\n") >= 8  # the per-layer table, not just "not close"
+
+
+def test_broken_module_fails_in_graph_mode_too():
+    res = run_case(chain_case(ms_kwargs=dict(broken_mid=True), mode="graph"))
+    assert not res.passed and not res.outputs[0].verdict.passed
+    assert res.first_jump.name == "fc_mid"  # rows come from the PyNative run with hooks
+
+
+def test_fp16_perturbation_fails():
+    res = run_case(chain_case(ms_kwargs=dict(eps=1e-1), dtype="fp16"))
+    assert not res.passed and res.first_jump.key == "norm#0"
+
+
+# ------------------------------------------------------------------ hard gates
+def test_nan_position_mismatch_fails():
+    res = run_case(chain_case(ms_kwargs=dict(nan_out=True)))
+    assert not res.passed
+    final = res.outputs[0]
+    assert not final.metrics.nonfinite_ok and "NaN/Inf positions" in final.verdict.reasons[0]
+    assert "nan (MindSpore only)" in res.unmatched  # the cell that made the NaN exists on the port only
+
+
+def test_shape_mismatch_fails():
+    res = run_case(chain_case(ms_kwargs=dict(cut_out=True)))
+    assert not res.passed
+    assert not res.outputs[0].metrics.shape_ok
+    assert "shape" in res.outputs[0].verdict.reasons[0]
+    assert res.outputs[1].verdict.passed  # the other leaf is still compared
+
+
+def test_dtype_gate():
+    # an fp16 case whose port returns fp32: numbers are fine, the dtype gate is not
+    res = run_case(chain_case(ms_kwargs=dict(out_dtype=ms.float32), dtype="fp16"))
+    assert not res.outputs[0].verdict.passed
+    assert any("dtype float32 != expected float16" in r for r in res.outputs[0].verdict.reasons)
+    # declared on purpose: the case may say which dtype the port returns
+    res = run_case(chain_case(ms_kwargs=dict(out_dtype=ms.float32), dtype="fp16", out_dtype="float32"))
+    assert res.outputs[0].verdict.passed
+
+
+def test_structure_mismatch_is_a_failure():
+    """The port returns one leaf fewer: the missing one fails the shape gate."""
+    case = chain_case(outputs=(lambda r: r, lambda r: r[0]))
+    res = run_case(case)
+    assert not res.passed and not res.outputs[1].metrics.shape_ok
+
+
+# ------------------------------------------------------------------ call signatures and result types
+def encode_hidden(model, x):
+    return model.encode(x)["hidden"]
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_call_by_method_name_and_dict_result(mode):
+    res = assert_case(Case("encode", PtChain, MsChain, lambda rng: {"x": rng.standard_normal((3, D))},
+                           level="layer", call="encode", mode=mode))
+    assert [o.path for o in res.outputs] == ["['mean']", "['hidden']"]
+    assert [r.key for r in res.rows] == ["fc_in#0", "fc_in#1", "act"]
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_call_by_function_and_extractor(mode):
+    res = assert_case(Case("fn", PtChain, MsChain, lambda rng: {"x": rng.standard_normal((3, D))}, level="layer",
+                           call=encode_hidden, mode=mode, outputs=lambda r: r))
+    assert len(res.outputs) == 1
+
+
+@dataclasses.dataclass
+class _Out:
+    sample: object
+    aux: object = None
+
+
+def test_dataclass_results_are_flattened():
+    leaves = engine.flatten_leaves(_Out(torch.ones(2), (torch.zeros(1), None)))
+    assert [(l.path, l.array.shape) for l in leaves] == [(".sample", (2,)), (".aux[0]", (1,))]
+
+
+# ------------------------------------------------------------------ inputs, cache, first-jump rule
+def test_inputs_are_identical_numbers_in_the_case_dtype():
+    case = Case("in", PtChain, MsChain, lambda rng: {"x": rng.standard_normal((2, 3)), "t": rng.uniform(0, 999, 2),
+                                                     "ids": np.arange(3)}, level="layer", dtype="fp16",
+                fp32_inputs=("t",))
+    a, b = engine.make_inputs(case), engine.make_inputs(case)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert np.array_equal(a["x"], a["x"].astype(np.float16).astype(np.float32))  # rounded to fp16
+    assert not np.array_equal(a["t"], a["t"].astype(np.float16).astype(np.float32))  # kept fp32
+    ms_in = engine.ms_inputs(a, "fp16", ("t",))
+    assert ms_in["x"].dtype == ms.float16 and ms_in["t"].dtype == ms.float32 and ms_in["ids"].dtype == ms.int64
+    pt_in = engine.pt_inputs(a)
+    assert pt_in["x"].dtype == torch.float32 and pt_in["ids"].dtype == torch.int64
+
+
+def test_cached_pair_builds_once():
+    built = []
+
+    def pt_factory():
+        built.append(1)
+        return PtChain()
+
+    case = Case("cached", pt_factory, MsChain, chain_inputs, level="block", cache_key="test_engine.cached")
+    try:
+        assert run_case(case).passed and run_case(case).passed
+        assert len(built) == 1
+        assert engine.cached_pair("k", lambda: object()) is engine.cached_pair("k", lambda: object())
+    finally:
+        engine.clear_cache()
+
+
+def test_first_jump_rule_prefers_a_sharp_jump_over_inherited_error():
+    res = run_case(chain_case(ms_kwargs=dict(eps=1e-1)))
+    later = [r for r in res.rows if r.order > res.first_jump.order]
+    assert all(not r.verdict.passed for r in later)  # the error propagates downstream...
+    assert all(r.jump < engine.JUMP_FACTOR for r in later)  # ...but nothing downstream is a new jump
+
+
+def test_case_rejects_cells_the_standard_does_not_have():
+    with pytest.raises(KeyError):
+        Case("x", PtChain, MsChain, chain_inputs, level="sampling_free_running", dtype="fp16")
+    with pytest.raises(ValueError):
+        Case("x", PtChain, MsChain, chain_inputs, level="layer", mode="eager")
+
+
+def test_fill_zero_parameters():
+    m = PtChain()
+    with torch.no_grad():
+        m.fc_out.weight.zero_()
+    assert engine.fill_zero_parameters(m) == ["norm.bias", "fc_out.weight"]  # zero-init LayerNorm bias too
+    assert torch.count_nonzero(m.fc_out.weight) > 0
