@@ -44,7 +44,8 @@ class VideoAutoencoderKL(nn.Module):
         super().__init__()
         self.module = AutoencoderKL(**autoencoder_kl_config(from_pretrained, subfolder, vae_config))
         self.out_channels = self.module.latent_channels
-        self.patch_size = (1, 8, 8)
+        f = 2 ** (len(self.module.encoder.down_blocks) - 1)   # 8 for the SD/SDXL VAEs
+        self.patch_size = (1, f, f)
         self.micro_batch_size = micro_batch_size
         self.scaling_factor = scaling_factor
 
