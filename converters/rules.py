@@ -1,0 +1,326 @@
+"""The declarative rule engine.
+
+A *dialect* is an ordered list of rules between our names (= the PyTorch reference's state-dict keys) and the
+names/layouts some other checkpoint uses. Each rule can ``decode`` (dialect -> ours, used when reading) and
+``encode`` (ours -> dialect, used when writing); ``encode`` runs the rules in reverse order, and every
+invertible rule's ``decode(encode(x)) == x`` exactly (renames and reshapes never touch the bytes).
+
+Rules that depend on the model read the target ``ModelSpec``: *which* parameters are called gamma/beta or
+embedding_table in the mindone dialect is decided by the module type that owns them (LayerNorm, GroupNorm,
+BatchNorm, Embedding), and the patch-embedder layout rule applies to Conv3d weights whose kernel equals their
+stride - never by matching substrings of names.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Item:
+    name: str
+    shape: tuple
+    dtype: str
+    ops: List[Tuple[str, Callable]] = field(default_factory=list)   # (label, raw ndarray -> raw ndarray)
+
+    def with_op(self, name, shape, label, fn):
+        return Item(name, tuple(shape), self.dtype, self.ops + [(label, fn)])
+
+    def renamed(self, name):
+        return Item(name, self.shape, self.dtype, list(self.ops))
+
+    def apply(self, raw):
+        for _, fn in self.ops:
+            raw = fn(raw)
+        return raw
+
+
+@dataclass
+class Dropped:
+    reason: str
+
+
+class Rule:
+    invertible = True
+
+    def decode(self, item: Item, spec):
+        return item
+
+    def encode(self, item: Item, spec):
+        return item
+
+    def describe(self):
+        return type(self).__name__
+
+
+def _reshape(shape):
+    shape = tuple(shape)
+    return lambda a: a.reshape(shape)
+
+
+class StripPrefix(Rule):
+    """decode: strip leading wrapper prefixes (``network.``, ``_backbone.``, ``module.``); encode: add ``add``."""
+
+    def __init__(self, prefixes=("network.", "_backbone.", "module."), add=""):
+        self.prefixes, self.add = tuple(prefixes), add
+
+    def decode(self, item, spec):
+        n = item.name
+        changed = True
+        while changed:
+            changed = False
+            for p in self.prefixes:
+                if n.startswith(p):
+                    n, changed = n[len(p):], True
+        return item if n == item.name else item.renamed(n)
+
+    def encode(self, item, spec):
+        return item.renamed(self.add + item.name) if self.add else item
+
+    def describe(self):
+        return f"strip prefixes {list(self.prefixes)}" + (f", write with prefix {self.add!r}" if self.add else "")
+
+
+class ModuleParamRename(Rule):
+    """Rename a parameter by the type of the module that owns it: ``{kind: {our_local: dialect_local}}``."""
+
+    def __init__(self, table):
+        self.table = table
+        self._cache = None
+
+    def _maps(self, spec):
+        if self._cache is None or self._cache[0] is not spec:
+            enc = {}
+            for name, p in spec.params.items():
+                new = self.table.get(p.kind, {}).get(p.local)
+                if new:
+                    enc[name] = name[: len(name) - len(p.local)] + new
+            self._cache = (spec, enc, {v: k for k, v in enc.items()})
+        return self._cache[1], self._cache[2]
+
+    def decode(self, item, spec):
+        _, dec = self._maps(spec)
+        return item.renamed(dec[item.name]) if item.name in dec else item
+
+    def encode(self, item, spec):
+        enc, _ = self._maps(spec)
+        return item.renamed(enc[item.name]) if item.name in enc else item
+
+    def describe(self):
+        return "by module type: " + "; ".join(f"{k}: " + ", ".join(f"{a}->{b}" for a, b in v.items())
+                                              for k, v in self.table.items())
+
+
+class PrefixAlias(Rule):
+    """decode ``src.`` -> ``dst.`` only when the target model has no ``src.`` names but has ``dst.`` names
+    (e.g. ``blocks.`` -> ``spatial_blocks.``). One-way: encode leaves names alone."""
+
+    invertible = True   # encode is the identity and decode never fires on our names
+
+    def __init__(self, src, dst):
+        self.src, self.dst = src, dst
+        self._cache = None
+
+    def _applies(self, spec):
+        if self._cache is None or self._cache[0] is not spec:
+            keys = spec.params
+            ok = not any(k.startswith(self.src) for k in keys) and any(k.startswith(self.dst) for k in keys)
+            self._cache = (spec, ok)
+        return self._cache[1]
+
+    def decode(self, item, spec):
+        if item.name.startswith(self.src) and self._applies(spec):
+            return item.renamed(self.dst + item.name[len(self.src):])
+        return item
+
+    def describe(self):
+        return f"{self.src}* -> {self.dst}* (when the model has no {self.src}*)"
+
+
+class RegexRename(Rule):
+    """decode ``re.sub(pattern, repl)``; encode with ``inverse=(pattern, repl)`` if given (else one-way)."""
+
+    def __init__(self, pattern, repl, inverse=None):
+        self.pattern, self.repl, self.inverse = re.compile(pattern), repl, inverse
+        self.invertible = inverse is not None
+
+    def decode(self, item, spec):
+        n = self.pattern.sub(self.repl, item.name)
+        return item if n == item.name else item.renamed(n)
+
+    def encode(self, item, spec):
+        if self.inverse:
+            n = re.sub(self.inverse[0], self.inverse[1], item.name)
+            return item if n == item.name else item.renamed(n)
+        return item
+
+    def describe(self):
+        return f"s/{self.pattern.pattern}/{self.repl}/"
+
+
+class Drop(Rule):
+    """decode: drop source keys matching any glob (unless the model has that key)."""
+
+    invertible = True
+
+    def __init__(self, patterns, reason):
+        self.patterns, self.reason = tuple(patterns), reason
+
+    def decode(self, item, spec):
+        if item.name not in spec and any(fnmatch.fnmatchcase(item.name, p) for p in self.patterns):
+            return Dropped(self.reason)
+        return item
+
+    def describe(self):
+        return f"drop {list(self.patterns)} ({self.reason})"
+
+
+def _is_patch_conv(p):
+    return (p.kind == "conv3d" and p.local == "weight" and p.info.get("kernel_size") is not None
+            and tuple(p.info["kernel_size"]) == tuple(p.info.get("stride") or ()))
+
+
+class PatchLayout(Rule):
+    """Conv3d patch embedder weight [C, Cin, kt, kh, kw] <-> Linear [C, Cin*kt*kh*kw] or Conv2d [C, Cin, kh, kw]
+    (kt = 1). decode accepts any of the three; encode writes ``form`` ("conv3d", "linear" or "conv2d")."""
+
+    FORMS = ("conv3d", "linear", "conv2d")
+
+    def __init__(self, form="conv3d", accept=("linear", "conv2d")):
+        if form not in self.FORMS:
+            raise ValueError(f"patch layout form must be one of {self.FORMS}")
+        self.form, self.accept = form, tuple(accept)
+
+    @staticmethod
+    def _alt_shapes(shape):
+        c, cin, kt, kh, kw = shape
+        out = {"linear": (c, cin * kt * kh * kw)}
+        if kt == 1:
+            out["conv2d"] = (c, cin, kh, kw)
+        return out
+
+    def decode(self, item, spec):
+        p = spec.params.get(item.name)
+        if p is None or not _is_patch_conv(p) or item.shape == p.shape or len(p.shape) != 5:
+            return item
+        for form, shp in self._alt_shapes(p.shape).items():
+            if form in self.accept and item.shape == shp:
+                return item.with_op(item.name, p.shape, f"{form} {list(shp)} -> conv3d {list(p.shape)}",
+                                    _reshape(p.shape))
+        return item
+
+    def encode(self, item, spec):
+        p = spec.params.get(item.name)
+        if self.form == "conv3d" or p is None or not _is_patch_conv(p) or len(p.shape) != 5:
+            return item
+        shp = self._alt_shapes(p.shape).get(self.form)
+        if shp is None:
+            return item
+        return item.with_op(item.name, shp, f"conv3d -> {self.form} {list(shp)}", _reshape(shp))
+
+    def describe(self):
+        return f"Conv3d patch weight: accept {list(self.accept)}, write {self.form}"
+
+
+class ResizeRows(Rule):
+    """decode: a table with the right row width but another row count gets its last row repeated or is cut
+    (PixArt ``y_embedding`` [120, 4096] -> model_max_length rows). One-way."""
+
+    invertible = False
+
+    def __init__(self, names):
+        self.names = tuple(names)
+
+    def decode(self, item, spec):
+        p = spec.params.get(item.name)
+        if (p is None or item.name not in self.names or item.shape == p.shape or len(item.shape) != len(p.shape)
+                or item.shape[1:] != p.shape[1:] or not item.shape[0]):
+            return item
+        rows = p.shape[0]
+
+        def fn(a, rows=rows):
+            if a.shape[0] >= rows:
+                return np.ascontiguousarray(a[:rows])
+            return np.concatenate([a, np.repeat(a[-1:], rows - a.shape[0], axis=0)], axis=0)
+
+        how = "cut" if item.shape[0] > rows else "last row repeated"
+        return item.with_op(item.name, p.shape, f"rows {item.shape[0]} -> {rows} ({how})", fn)
+
+    def describe(self):
+        return f"resize rows of {list(self.names)} to the model's (repeat last row / cut)"
+
+
+@dataclass
+class Dialect:
+    name: str
+    rules: List[Rule]
+    description: str = ""
+
+    def decode(self, name, shape, dtype, spec):
+        item = Item(name, tuple(shape), dtype)
+        for r in self.rules:
+            item = r.decode(item, spec)
+            if isinstance(item, Dropped):
+                return item
+        return item
+
+    def encode(self, name, shape, dtype, spec):
+        item = Item(name, tuple(shape), dtype)
+        for r in reversed(self.rules):
+            item = r.encode(item, spec)
+        return item
+
+    @property
+    def invertible(self):
+        return all(r.invertible for r in self.rules)
+
+
+# --- the dialects -------------------------------------------------------------------------------------------
+MINDONE_PARAM_NAMES = {
+    "layernorm": {"weight": "gamma", "bias": "beta"},
+    "groupnorm": {"weight": "gamma", "bias": "beta"},
+    "batchnorm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                  "running_var": "moving_variance"},
+    "embedding": {"weight": "embedding_table"},
+}
+
+
+def family_rules(hooks) -> List[Rule]:
+    """Source rules a family plugs in through ``Family.extra["converter"]``."""
+    rules = list(hooks.get("source_rules") or [])
+    for r in rules:
+        if not isinstance(r, Rule):
+            raise TypeError(f"Family.extra['converter']['source_rules'] must hold converters.rules.Rule objects, "
+                            f"got {r!r}")
+    if hooks.get("ignore"):
+        rules.append(Drop(hooks["ignore"], "ignored by the family's converter rules"))
+    return rules
+
+
+def ours(hooks=None) -> Dialect:
+    return Dialect("ours", [StripPrefix(("module.",))] + family_rules(hooks or {}),
+                   "our names = the PyTorch reference's state-dict keys (MindSpore twin uses the same)")
+
+
+def mindone(hooks=None, patch_form="conv3d", prefix="") -> Dialect:
+    return Dialect("mindone", [StripPrefix(("network.", "_backbone.", "module."), add=prefix)]
+                   + family_rules(hooks or {})
+                   + [PrefixAlias("blocks.", "spatial_blocks."), ModuleParamRename(MINDONE_PARAM_NAMES),
+                      PatchLayout(form=patch_form)],
+                   "mindone (mindspore-lab) names: gamma/beta for norms, embedding_table for embeddings, "
+                   "optional network./_backbone. prefixes, patch conv as Linear/Conv2d")
+
+
+def pixart(hooks=None) -> Dialect:
+    return Dialect("pixart", [StripPrefix(("network.", "_backbone.", "module."))] + family_rules(hooks or {})
+                   + [PrefixAlias("blocks.", "spatial_blocks."), PatchLayout(form="conv3d", accept=("conv2d",)),
+                      Drop(("pos_embed", "pos_embed_temporal"), "PixArt positional table; recomputed by STDiT3"),
+                      ResizeRows(("y_embedder.y_embedding",))],
+                   "PixArt-alpha/Sigma 2D checkpoint used to initialise STDiT3 (spatial blocks only)")
+
+
+DIALECTS = {"ours": ours, "mindone": mindone, "pixart": pixart}
