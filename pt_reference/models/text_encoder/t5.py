@@ -5,7 +5,14 @@ Upstream Open-Sora (``opensora/models/text_encoder/t5.py``) calls
 that tensor. Keys: ``shared.weight``, ``encoder.block.N.layer.0.SelfAttention.{q,k,v,o}.weight``,
 ``encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight``,
 ``encoder.block.N.layer.1.DenseReluDense.{wi_0,wi_1,wo}.weight``, ``...layer_norm.weight``,
-``encoder.final_layer_norm.weight``. ``encoder.embed_tokens.weight`` is tied to ``shared.weight``.
+``encoder.final_layer_norm.weight``.
+
+One change to transformers' module tree: transformers keeps ``encoder.embed_tokens`` as a second module tied to
+``shared`` (so ``state_dict()`` lists the same tensor twice, while ``save_pretrained`` writes only
+``shared.weight``). Here the alias is removed and ``forward`` looks up ``shared`` itself and hands the
+embeddings to the stack (``T5Stack.forward(inputs_embeds=...)``, the same arithmetic). The state then holds
+exactly the keys transformers saves, identical in both twins; checkpoints that also carry
+``encoder.embed_tokens.weight`` have it dropped by the family's converter rules.
 """
 import torch
 import transformers
@@ -19,6 +26,8 @@ T5_ENCODER_ARGS = dict(
 
 
 class T5EncoderModel(transformers.T5EncoderModel):
+    _tied_weights_keys = {}  # the encoder.embed_tokens alias is removed (module note)
+
     """``T5EncoderModel(d_model=..., num_layers=..., ...)``; ``attn_implementation`` is "sdpa" (transformers'
     default) or "eager". Extra config.json fields (decoder sizes, ``tie_word_embeddings``...) are accepted and
     passed to ``T5Config`` unchanged."""
@@ -28,12 +37,14 @@ class T5EncoderModel(transformers.T5EncoderModel):
             args = {**T5_ENCODER_ARGS, **kwargs}
             config = transformers.T5Config(**args, attn_implementation=attn_implementation)
         super().__init__(config)
+        del self.encoder.embed_tokens
 
     def forward(self, input_ids, attention_mask=None):
         """input_ids [B, L] int, attention_mask [B, L] (1 = token, 0 = padding) -> last_hidden_state [B, L, d_model]."""
         if attention_mask is not None:
             attention_mask = torch.as_tensor(attention_mask)
-        return super().forward(input_ids=torch.as_tensor(input_ids), attention_mask=attention_mask).last_hidden_state
+        inputs_embeds = self.shared(torch.as_tensor(input_ids))
+        return self.encoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
 
     def to_dtype(self, dtype):
         """Cast as ``from_pretrained(..., dtype=dtype)`` does: ``wo`` stays fp32 (``_keep_in_fp32_modules``)."""

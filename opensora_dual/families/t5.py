@@ -1,0 +1,63 @@
+"""T5 v1.1 encoder (Open-Sora v1.x and v2.0 text encoder). Reference: ``transformers.T5EncoderModel``.
+
+Release folders (facts section 11): ``DeepFloyd/t5-v1_1-xxl`` (v1.x) and ``google/t5-v1_1-xxl`` (v2.0) are HF T5
+folders (``config.json`` with ``model_type`` "t5", ``spiece.model``, sharded ``pytorch_model-*.bin`` +
+``pytorch_model.bin.index.json`` or ``model-*.safetensors`` + ``model.safetensors.index.json``) holding the whole
+encoder-decoder; the encoder twins ignore ``decoder.*`` and ``lm_head.*``.
+"""
+from opensora_dual.registry import Family, register
+
+# T5Config fields the encoder twins take (transformers 5.23 defaults).
+CONFIG_DEFAULTS = dict(
+    vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+    relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.1,
+    layer_norm_epsilon=1e-6, initializer_factor=1.0, feed_forward_proj="relu", pad_token_id=0, eos_token_id=1,
+)
+
+# T5 v1.1 XXL as released (google/t5-v1_1-xxl config.json; DeepFloyd's copy is the same model).
+T5_V11_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                  relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.1,
+                  layer_norm_epsilon=1e-6, feed_forward_proj="gated-gelu")
+
+PRESETS = {
+    "T5-v1.1-XXL": T5_V11_XXL,
+    "DeepFloyd/t5-v1_1-xxl": T5_V11_XXL,     # upstream v1.x `from_pretrained` id
+    "google/t5-v1_1-xxl": T5_V11_XXL,        # upstream v2.0 id
+    # this project's small config for tests and the demo (the XXL layer widths are tested with 1-2 layers)
+    "T5-S": dict(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                 feed_forward_proj="gated-gelu"),
+}
+
+# Open-Sora's text lengths (facts section 4): tokenizer max_length per release.
+MODEL_MAX_LENGTH = {"v1.0": 120, "v1.1": 200, "v1.2": 300, "v2.0": 512}
+
+
+def config_from_json(cfg: dict) -> dict:
+    return {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
+
+
+def config_to_json(kwargs: dict) -> dict:
+    cfg = dict(CONFIG_DEFAULTS)
+    cfg.update({k: v for k, v in kwargs.items() if k in CONFIG_DEFAULTS})
+    cfg.update(model_type="t5", architectures=["T5EncoderModel"], is_encoder_decoder=False, use_cache=False,
+               torch_dtype="float32", transformers_version="5.23.0")
+    return cfg
+
+
+FAMILY = register(Family(
+    name="t5",
+    class_path="models.text_encoder.t5:T5EncoderModel",
+    model_types=("t5", "T5EncoderModel", "T5ForConditionalGeneration"),
+    presets={name: {**kw} for name, kw in PRESETS.items()},
+    config_from_json=config_from_json,
+    config_to_json=config_to_json,
+    extra={
+        "converter": {
+            # The released file is the whole encoder-decoder; transformers' tied alias of ``shared`` is dropped
+            # too (our twins hold ``shared.weight`` once, see pt_reference/models/text_encoder/t5.py).
+            "ignore": ["decoder.*", "lm_head.*", "encoder.embed_tokens.weight"],
+        },
+        "model_max_length": MODEL_MAX_LENGTH,
+    },
+))
