@@ -36,6 +36,34 @@ def config_to_json(kwargs: dict) -> dict:
     return cfg
 
 
+def example_inputs(kwargs: dict, rng, batch=2, frames=3, height=5, width=7, text_mask=True, x_mask=True,
+                   text_len=None, mask_batch=None):
+    """Forward inputs for either twin, as numpy: a latent video of ``frames x height x width`` (odd sizes
+    exercise pad-then-crop), timesteps in [0, 1000], caption features, a text mask with a different valid
+    length per sample, an x_mask whose first frame is a conditioning frame, fps and pixel sizes."""
+    import numpy as np
+
+    cfg = {**CONFIG_DEFAULTS, **kwargs}
+    L = text_len or cfg["model_max_length"]
+    inputs = dict(
+        x=rng.standard_normal((batch, cfg["in_channels"], frames, height, width)).astype(np.float32),
+        timestep=rng.uniform(0, 1000, size=(batch,)).astype(np.float32),
+        y=rng.standard_normal((batch, 1, L, cfg["caption_channels"])).astype(np.float32),
+        fps=np.array([24.0], np.float32),
+        height=np.full((batch,), height * 8.0, np.float32),
+        width=np.full((batch,), width * 8.0, np.float32),
+    )
+    if text_mask:
+        mb = mask_batch or batch
+        lens = [max(1, L - 3 * i - 1) for i in range(mb)]  # every sample a different number of valid tokens
+        inputs["mask"] = (np.arange(L)[None, :] < np.array(lens)[:, None]).astype(np.int64)
+    if x_mask:
+        xm = np.ones((batch, frames), bool)
+        xm[0, 0] = False
+        inputs["x_mask"] = xm
+    return inputs
+
+
 FAMILY = register(Family(
     name="stdit3",
     class_path="models.stdit.stdit3:STDiT3",
@@ -43,4 +71,5 @@ FAMILY = register(Family(
     presets={name: {**kw} for name, kw in PRESETS.items()},
     config_from_json=config_from_json,
     config_to_json=config_to_json,
+    extra={"example_inputs": example_inputs, "full_size_presets": ("STDiT3-XL/2", "STDiT3-3B/2")},
 ))

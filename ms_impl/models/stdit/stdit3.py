@@ -167,7 +167,9 @@ class STDiT3(nn.Cell):
         dtype = self.compute_dtype
         B = x.shape[0]
         x = x.astype(dtype)
-        timestep = timestep.astype(dtype)
+        # Port choice: the timestep stays fp32 into the sinusoid (upstream casts it to the model dtype first,
+        # which under fp16/bf16 rounds t~500 to steps of 0.25-2); the embedding is cast after.
+        timestep = timestep.astype(ms.float32)
         y = y.astype(dtype)
 
         _, _, Tx, Hx, Wx = x.shape
