@@ -6,6 +6,7 @@ to the twin's constructor through ``config_from_json``. Older diffusers files na
 """
 import json
 import os
+import re
 
 from opensora_dual.registry import Family, register
 
@@ -70,16 +71,91 @@ def autoencoder_kl_config(from_pretrained=None, subfolder=None, vae_config=None)
                      f"{sorted(KNOWN_DIFFUSERS_VAES)}, or vae_config=")
 
 
-def _legacy_attention_renames():
-    """diffusers < 0.14 names of the VAE mid-block attention -> current names (both encoder and decoder)."""
-    old_new = (("query", "to_q"), ("key", "to_k"), ("value", "to_v"), ("proj_attn", "to_out.0"))
-    return [(rf"^(.*\.mid_block\.attentions\.\d+)\.{old}\.(weight|bias)$", rf"\1.{new}.\2") for old, new in old_new]
+# --- converter rules (Family.extra["converter"]["source_rules"]) ----------------------------------------------
+# Other names the same 2D VAE weights circulate under, decoded to the diffusers names (= ours). Decode-only:
+# encode is the identity, so writing any dialect keeps the diffusers layout (invertible in the engine's sense,
+# like PrefixAlias: decode never fires on our own names).
+#  - LDM / original SD / mindone (``encoder.down.0.block.0.nin_shortcut``, ``mid.attn_1.q`` as a 1x1 conv,
+#    ``decoder.up.0`` = the LAST diffusers up block, ``norm_out``), as in mindone's OpenSora-VAE-v1.2 ckpt
+#    (mindone ``examples/opensora_hpcai/tools/ms_pnames_vae1.2.txt``) and its sd-vae-ft-ema.ckpt;
+#  - diffusers < 0.14 attention names ``query/key/value/proj_attn``.
+_LDM_RES = [
+    (r"(encoder)\.down\.(\d+)\.block\.(\d+)\.", r"\1.down_blocks.\2.resnets.\3."),
+    (r"(encoder)\.down\.(\d+)\.downsample\.conv\.", r"\1.down_blocks.\2.downsamplers.0.conv."),
+    (r"(encoder|decoder)\.mid\.block_1\.", r"\1.mid_block.resnets.0."),
+    (r"(encoder|decoder)\.mid\.block_2\.", r"\1.mid_block.resnets.1."),
+    (r"(encoder|decoder)\.mid\.attn_1\.norm\.", r"\1.mid_block.attentions.0.group_norm."),
+    (r"(encoder|decoder)\.mid\.attn_1\.q\.", r"\1.mid_block.attentions.0.to_q."),
+    (r"(encoder|decoder)\.mid\.attn_1\.k\.", r"\1.mid_block.attentions.0.to_k."),
+    (r"(encoder|decoder)\.mid\.attn_1\.v\.", r"\1.mid_block.attentions.0.to_v."),
+    (r"(encoder|decoder)\.mid\.attn_1\.proj_out\.", r"\1.mid_block.attentions.0.to_out.0."),
+    (r"(encoder|decoder)\.norm_out\.", r"\1.conv_norm_out."),
+    (r"\.nin_shortcut\.", r".conv_shortcut."),
+    (r"(\.mid_block\.attentions\.\d+)\.query\.", r"\1.to_q."),
+    (r"(\.mid_block\.attentions\.\d+)\.key\.", r"\1.to_k."),
+    (r"(\.mid_block\.attentions\.\d+)\.value\.", r"\1.to_v."),
+    (r"(\.mid_block\.attentions\.\d+)\.proj_attn\.", r"\1.to_out.0."),
+]
+_LDM_UP = re.compile(r"^(.*)decoder\.up\.(\d+)\.(block\.(\d+)\.|upsample\.conv\.)")
 
 
-CONVERTER = {
-    # regex renames applied to source keys before strict loading (source naming -> our naming)
-    "rename": _legacy_attention_renames(),
-}
+def _make_vae_name_rule():
+    from converters.rules import Rule
+
+    class VAE2DNames(Rule):
+        """LDM/mindone and legacy-diffusers names of an AutoencoderKL (anywhere in the model, e.g. under
+        ``spatial_vae.module.``) -> diffusers names; a 1x1-conv attention projection [C, C, 1, 1] -> Linear
+        [C, C]. A rename fires only when the target module exists in the model."""
+
+        invertible = True
+
+        def __init__(self):
+            self._cache = None
+
+        def _index(self, spec):
+            if self._cache is None or self._cache[0] is not spec:
+                modules = {k.rsplit(".", 1)[0] for k in spec.params}
+                ups = {}
+                for k in spec.params:
+                    m = re.match(r"^(.*)decoder\.up_blocks\.(\d+)\.", k)
+                    if m:
+                        ups[m.group(1)] = max(ups.get(m.group(1), 0), int(m.group(2)) + 1)
+                self._cache = (spec, modules, ups)
+            return self._cache[1], self._cache[2]
+
+        def decode(self, item, spec):
+            if item.name in spec.params:
+                return item
+            modules, ups = self._index(spec)
+            name = re.sub(r"^first_stage_model\.", "", item.name)
+            m = _LDM_UP.match(name)
+            if m and m.group(1) in ups:
+                i = ups[m.group(1)] - 1 - int(m.group(2))       # LDM counts decoder levels bottom-up
+                tail = f"resnets.{m.group(4)}." if m.group(4) is not None else "upsamplers.0.conv."
+                name = f"{m.group(1)}decoder.up_blocks.{i}.{tail}" + name[m.end():]
+            for pat, rep in _LDM_RES:
+                name = re.sub(pat, rep, name)
+            if name == item.name or name.rsplit(".", 1)[0] not in modules:
+                return item
+            out = item.renamed(name)
+            p = spec.params.get(name)
+            if p is not None and len(p.shape) == 2 and tuple(item.shape) == tuple(p.shape) + (1, 1):
+                shape = tuple(p.shape)
+                out = out.with_op(name, shape, f"1x1 conv {list(item.shape)} -> linear {list(shape)}",
+                                  lambda a, shape=shape: a.reshape(shape))
+            return out
+
+        def describe(self):
+            return "2D VAE: LDM/mindone and legacy diffusers names -> diffusers names (1x1-conv attention -> Linear)"
+
+    return VAE2DNames()
+
+
+def converter_hooks() -> dict:
+    return {"source_rules": [_make_vae_name_rule()],
+            "ignore": ["loss.*", "first_stage_model.loss.*"],   # LDM training checkpoints carry LPIPS/discriminator
+            "weights_names": ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]}
+
 
 FAMILY = register(Family(
     name="vae2d",
@@ -88,5 +164,5 @@ FAMILY = register(Family(
     presets={"sd-vae-ft-ema": dict(SD_VAE_FT_EMA), "sdxl-vae": dict(SDXL_VAE), "AutoencoderKL-S": dict(SMALL_VAE)},
     config_from_json=config_from_json,
     config_to_json=config_to_json,
-    extra={"converter": CONVERTER},
+    extra={"converter": converter_hooks(), "full_size_presets": ["sd-vae-ft-ema", "sdxl-vae"]},
 ))

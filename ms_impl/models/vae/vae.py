@@ -21,11 +21,12 @@ import numpy as np
 from mindspore import Parameter, Tensor, mint, nn
 
 from opensora_dual.families.vae2d import autoencoder_kl_config
+from opensora_dual.families.vae_pipeline import SCALE as OPENSORA_V1_2_SCALE  # noqa: F401
+from opensora_dual.families.vae_pipeline import SHIFT as OPENSORA_V1_2_SHIFT  # noqa: F401
+from opensora_dual.families.vae_pipeline import opensora_v1_2_config
 from ms_impl.models.vae.autoencoder_kl import AutoencoderKL
 from ms_impl.models.vae.vae_temporal import VAE_Temporal, VAE_Temporal_SD
 
-OPENSORA_V1_2_SHIFT = (-0.10, 0.34, 0.27, 0.98)
-OPENSORA_V1_2_SCALE = (3.85, 2.32, 2.33, 3.06)
 
 
 def _tensor(x):
@@ -146,6 +147,13 @@ class VideoAutoencoderPipeline(nn.Cell):
         self.temporal_vae.set_conv3d_dtype(dtype)
         return self
 
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """A release/diffusers folder or any file the converter reads or writes (``converters.from_pretrained``)."""
+        from converters import from_pretrained
+
+        return from_pretrained(cls, path, "ms", **overrides)
+
     def _frame_chunks(self, t):
         step = t if self.micro_frame_size is None else self.micro_frame_size
         return [(i, min(i + step, t)) for i in range(0, t, step)]
@@ -248,20 +256,14 @@ class _Slice:
         return (m32 + s32 * noise.astype(ms.float32)).astype(self.p.dtype)
 
 
-def opensora_v1_2_config(micro_batch_size=4, micro_frame_size=17, freeze_vae_2d=False, cal_loss=False):
-    return dict(
-        vae_2d=dict(type="VideoAutoencoderKL", from_pretrained="PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers",
-                    subfolder="vae", micro_batch_size=micro_batch_size, local_files_only=False),
-        vae_temporal=dict(type="VAE_Temporal_SD", from_pretrained=None),
-        freeze_vae_2d=freeze_vae_2d, cal_loss=cal_loss, micro_frame_size=micro_frame_size,
-        shift=OPENSORA_V1_2_SHIFT, scale=OPENSORA_V1_2_SCALE)
-
-
 def OpenSoraVAE_V1_2(micro_batch_size=4, micro_frame_size=17, from_pretrained=None, local_files_only=False,
                      freeze_vae_2d=False, cal_loss=False, force_huggingface=False):
     model = VideoAutoencoderPipeline(**opensora_v1_2_config(micro_batch_size, micro_frame_size, freeze_vae_2d,
                                                             cal_loss))
     if from_pretrained:
         from converters import load_state_into, read_checkpoint
-        load_state_into(model, read_checkpoint(from_pretrained), "ms", strict=True)
+        from opensora_dual.registry import get_family
+
+        with read_checkpoint(from_pretrained) as ckpt:
+            load_state_into(model, ckpt, "ms", strict=True, family=get_family("vae_pipeline"))
     return model

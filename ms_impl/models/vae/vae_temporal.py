@@ -178,6 +178,13 @@ class VAE_Temporal(nn.Cell):
                 cell.compute_dtype = dtype
         return self
 
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """A release/diffusers folder or any file the converter reads or writes (``converters.from_pretrained``)."""
+        from converters import from_pretrained
+
+        return from_pretrained(cls, path, "ms", **overrides)
+
     def time_padding(self, num_frames):
         return (self.time_downsample_factor - num_frames % self.time_downsample_factor) % self.time_downsample_factor
 

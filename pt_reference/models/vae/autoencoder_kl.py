@@ -249,6 +249,13 @@ class AutoencoderKL(nn.Module):
         self.quant_conv = Conv2d(2 * latent_channels, 2 * latent_channels, 1) if use_quant_conv else None
         self.post_quant_conv = Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
 
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """A release/diffusers folder or any file the converter reads or writes (``converters.from_pretrained``)."""
+        from converters import from_pretrained
+
+        return from_pretrained(cls, path, "pt", **overrides)
+
     def encode(self, x):
         h = self.encoder(x)
         if self.quant_conv is not None:

@@ -171,6 +171,13 @@ class VAE_Temporal(nn.Module):
         self.post_quant_conv = CausalConv3d(embed_dim, latent_embed_dim, 1)
         self.decoder = Decoder(in_out_channels, latent_embed_dim, **arch)
 
+    @classmethod
+    def from_pretrained(cls, path, **overrides):
+        """A release/diffusers folder or any file the converter reads or writes (``converters.from_pretrained``)."""
+        from converters import from_pretrained
+
+        return from_pretrained(cls, path, "pt", **overrides)
+
     def time_padding(self, num_frames):
         return (self.time_downsample_factor - num_frames % self.time_downsample_factor) % self.time_downsample_factor
 
