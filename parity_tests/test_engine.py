@@ -216,14 +216,22 @@ def test_inputs_are_identical_numbers_in_the_case_dtype():
     case = Case("in", PtChain, MsChain, lambda rng: {"x": rng.standard_normal((2, 3)), "t": rng.uniform(0, 999, 2),
                                                      "ids": np.arange(3)}, level="layer", dtype="fp16",
                 fp32_inputs=("t",))
-    a, b = engine.make_inputs(case), engine.make_inputs(case)
+    a, b = engine.make_inputs(case).kwargs, engine.make_inputs(case).kwargs
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert np.array_equal(a["x"], a["x"].astype(np.float16).astype(np.float32))  # rounded to fp16
     assert not np.array_equal(a["t"], a["t"].astype(np.float16).astype(np.float32))  # kept fp32
-    ms_in = engine.ms_inputs(a, "fp16", ("t",))
+    ms_in = engine.ms_inputs(a, "fp16", ("t",)).kwargs
     assert ms_in["x"].dtype == ms.float16 and ms_in["t"].dtype == ms.float32 and ms_in["ids"].dtype == ms.int64
-    pt_in = engine.pt_inputs(a)
+    pt_in = engine.pt_inputs(a).kwargs
     assert pt_in["x"].dtype == torch.float32 and pt_in["ids"].dtype == torch.int64
+
+
+def test_positional_inputs():
+    case = Case("pos", lambda: P.Linear(D, 4), lambda: M.Linear(D, 4), lambda rng: [rng.standard_normal((2, D))],
+                level="op", fp32_inputs=("0",), dtype="fp16")
+    args = engine.make_inputs(case)
+    assert args.args[0].dtype == np.float32 and not args.kwargs
+    assert engine.ms_inputs(args, "fp16", ("0",)).args[0].dtype == ms.float32
 
 
 def test_cached_pair_builds_once():
