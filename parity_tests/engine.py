@@ -330,34 +330,10 @@ def _to_ms(v, dtype):
 # ------------------------------------------------------------------------------------ weights pt -> ms
 def transfer_weights(pt_model, ms_model) -> None:
     """Copy a PyTorch twin's parameters and persistent buffers into its port (the converter's one path)."""
-    try:
-        import converters
-        converters.model_tensors, converters.load_state_into
-    except (ImportError, AttributeError):
-        converters = _TempConverters  # TEMP until converters lands
+    import converters
+
     tensors = converters.model_tensors(pt_model, "pt")
     converters.load_state_into(ms_model, tensors, "ms", strict=True)
-
-
-class _TempConverters:  # TEMP until converters lands: the documented signatures, minimal behaviour
-    @staticmethod
-    def model_tensors(model, backend):
-        assert backend == "pt"
-        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-
-    @staticmethod
-    def load_state_into(model, tensors, backend, strict=True):
-        assert backend == "ms"
-        params = dict(model.parameters_and_names())
-        missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"weight transfer: missing {missing}, unexpected {unexpected}")
-        for name, p in params.items():
-            if name in tensors:
-                a = np.asarray(tensors[name])
-                if tuple(a.shape) != tuple(p.shape):
-                    raise RuntimeError(f"weight transfer: {name} shape {a.shape} != {tuple(p.shape)}")
-                p.set_data(ms.Tensor(a.astype(np.float32)))
 
 
 def fill_zero_parameters(module, seed: int = 0, std: float = 0.02) -> List[str]:
