@@ -89,6 +89,12 @@ def _kw_summary(kwargs):
     return ", ".join(f"{k}={kwargs[k]}" for k in keys) or "constructor kwargs"
 
 
+def _mismatch(src, spec, problems, ckpt, model):
+    hint = ("hint: the weights and config.json disagree; fix config.json or pass --model NAME"
+            if (model is None and ckpt.config is not None) else "")
+    return ConversionError(problem_message(src, spec.origin, problems, hint))
+
+
 # ---------------------------------------------------------------------------------------------- reports
 @dataclass
 class Report:
@@ -192,8 +198,10 @@ def _write_stream(ckpt, plan, spec, dst, container, target_dialect, st_format, c
                 put(out_name, raw, dt)
                 bar.update(raw.nbytes)
                 del raw
-    finally:
-        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    w.close()
     return len(jobs), total, encoded
 
 
@@ -227,9 +235,7 @@ def convert(src, dst, to=None, model=None, dtype=None, init_from=None, progress=
         fresh = bool(init_from)
         problems = plan.problems(allow_missing=fresh, allow_unexpected=fresh)
         if problems:
-            hint = ("hint: the weights and config.json disagree; fix config.json or pass --model NAME"
-                    if (model is None and ckpt.config is not None) else "")
-            raise ConversionError(problem_message(f"{src}", spec.origin, problems, hint))
+            raise _mismatch(src, spec, problems, ckpt, model)
         if container == "folder" and (spec.family is None or spec.family.config_to_json is None):
             raise ConversionError("writing a release folder needs a registered model family (pass --model NAME)")
         if tdialect_name == "mindone":
@@ -306,7 +312,7 @@ def verify(path, model=None, against=None, load=None, overrides=None) -> Dict[st
         plan = choose_plan(((k, *ckpt.meta(k)) for k in ckpt.keys()), spec, hooks)
         problems = plan.problems()
         if problems:
-            raise ConversionError(problem_message(os.fspath(path), spec.origin, problems))
+            raise _mismatch(os.fspath(path), spec, problems, ckpt, model)
         result.update(model=spec.origin, dialect=plan.dialect.name, tensors=len(plan.mapping))
         if against is not None:
             other = read_checkpoint(against)
@@ -467,8 +473,10 @@ def save_release_folder(model, backend, folder, family_kwargs, preset=None):
             for k in spec.params:
                 raw, _ = get(k)
                 w.write(k, raw)
-        finally:
-            w.close()
+        except BaseException:
+            w.abort()
+            raise
+        w.close()
     return folder
 
 

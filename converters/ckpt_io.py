@@ -57,7 +57,7 @@ class CkptWriter:
         self._f = open(path, "wb")
 
     def write(self, name, raw, dtype):
-        raw = np.ascontiguousarray(raw)
+        raw = dtypes.contiguous(raw)
         buf = raw.reshape(-1).view(np.uint8).data
         tt = dtypes.DTYPES[dtype][1]
         n = len(buf)
@@ -66,6 +66,9 @@ class CkptWriter:
             piece = buf[s:s + self.chunk]
             self._f.write(value_prefix(name, raw.shape, tt, len(piece)))
             self._f.write(piece)
+
+    def abort(self):
+        self._f.close()
 
     def close(self):
         self._f.flush()
@@ -197,6 +200,7 @@ def scan(path):
 
 class CkptFile:
     def __init__(self, path):
+        self._fd = None
         self.path = path
         self.entries = scan(path)
         self._fd = None

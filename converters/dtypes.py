@@ -93,17 +93,22 @@ def to_numpy(raw: np.ndarray, dtype: str) -> np.ndarray:
     return raw
 
 
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous without np.ascontiguousarray's promotion of 0-d arrays to 1-d."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(a.shape)
+
+
 def to_raw(arr: np.ndarray):
     """Public ndarray -> (raw ndarray, dtype name)."""
     dt = from_numpy_dtype(arr.dtype)
     if dt == "BF16":
-        return np.ascontiguousarray(arr).view(np.uint16), dt
-    return np.ascontiguousarray(arr), dt
+        return contiguous(arr).view(np.uint16), dt
+    return contiguous(arr), dt
 
 
 def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even fp32 -> bf16 bit patterns (what torch's .to(bfloat16) does), NaN kept quiet."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    u = contiguous(np.asarray(x, dtype=np.float32)).view(np.uint32)
     rounding = ((u >> np.uint32(16)) & np.uint32(1)) + np.uint32(0x7FFF)
     out = ((u + rounding) >> np.uint32(16)).astype(np.uint16)
     nan = np.isnan(x)

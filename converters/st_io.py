@@ -58,6 +58,7 @@ def read_header(path):
 
 class SafetensorsFile:
     def __init__(self, path):
+        self._fd = None
         self.path = path
         self.entries, self.metadata = read_header(path)
         self._fd = None
@@ -111,8 +112,11 @@ class SafetensorsWriter:
         exp_name, dt, shape, nbytes = self._order[self._i]
         if name != exp_name or tuple(raw.shape) != shape or raw.nbytes != nbytes:
             raise ConversionError(f"internal: safetensors writer expected {exp_name} {shape}, got {name} {raw.shape}")
-        self._f.write(np.ascontiguousarray(raw).reshape(-1).view(np.uint8).data)
+        self._f.write(dtypes.contiguous(raw).reshape(-1).view(np.uint8).data)
         self._i += 1
+
+    def abort(self):
+        self._f.close()
 
     def close(self):
         if self._i != len(self._order):
