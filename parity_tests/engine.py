@@ -67,6 +67,8 @@ class Case:
     outputs: extractor ``f(result) -> array | tuple | dict | dataclass`` applied to each side's result, or a
         pair (pt_fn, ms_fn); default: every tensor leaf of the result, in order.
     row_level: ``f(dotted_name, pt_module) -> level`` for per-layer rows; default ``default_row_level``.
+        Returning None leaves that module out of the rows (its outputs are not comparable by design, e.g.
+        packed vs padded text); the result lists it under ``not_compared``, and its consumers are compared.
     fp32_inputs: names of float inputs kept fp32 on the port in low-precision cases (e.g. timesteps).
     out_dtype: dtype name the port's float outputs must have (default: the case dtype).
     noise_floor: low precision only: the noise-floor gate kind ("default", "matmul", "norm", "attention")
@@ -97,6 +99,8 @@ class Case:
 
     def __post_init__(self):
         standard.ceiling(self.level, self.dtype)  # unknown level/dtype or a '—' cell fails at definition time
+        if self.out_dtype in CASE_DTYPE_NAME:  # "fp32" -> "float32"
+            self.out_dtype = CASE_DTYPE_NAME[self.out_dtype]
         if self.mode not in ("pynative", "graph"):
             raise ValueError(f"case {self.name}: mode must be 'pynative' or 'graph', got {self.mode!r}")
         if self.noise_floor not in (False,) and self.noise_floor not in standard.NOISE_FLOOR_GATES:
@@ -170,6 +174,7 @@ class CaseResult:
     first_jump_note: str
     unmatched: List[str]
     graph_vs_pynative: List[OutputResult] = field(default_factory=list)
+    not_compared: List[str] = field(default_factory=list)   # rows the case's row_level left out
     noise_floor_note: str = ""
     seconds: Dict[str, float] = field(default_factory=dict)
 
@@ -543,10 +548,11 @@ def _input_error(port: List[Leaf], ref: List[Leaf]) -> float:
     return max(errs) if errs else 0.0
 
 
-def compare_records(case: Case, pt_rec: _Recorder, ms_rec: _Recorder, pt_model) -> Tuple[List[Row], List[str]]:
+def compare_records(case: Case, pt_rec: _Recorder, ms_rec: _Recorder, pt_model
+                    ) -> Tuple[List[Row], List[str], List[str]]:
     modules = dict(pt_model.named_modules())
     ms_calls = {(c.name, c.call): c for c in ms_rec.calls}
-    rows, unmatched = [], []
+    rows, unmatched, not_compared = [], [], []
     for order, c in enumerate(pt_rec.calls):
         mc = ms_calls.pop((c.name, c.call), None)
         key = c.name if pt_rec.counts[c.name] == 1 else f"{c.name}#{c.call}"
@@ -557,6 +563,9 @@ def compare_records(case: Case, pt_rec: _Recorder, ms_rec: _Recorder, pt_model) 
             level = "op"
         else:
             level = (case.row_level or default_row_level)(c.name, modules.get(c.name))
+            if level is None:
+                not_compared.append(key)
+                continue
         if level is None:  # the case declares this row's layout different by design (e.g. packed vs padded)
             unmatched.append(f"{key} (layout differs by design; its consumers are compared)")
             continue
@@ -569,7 +578,7 @@ def compare_records(case: Case, pt_rec: _Recorder, ms_rec: _Recorder, pt_model) 
                         n_calls=pt_rec.counts[c.name]))
     for (name, idx) in ms_calls:
         unmatched.append(f"{name}#{idx} (MindSpore only)" if ms_rec.counts[name] > 1 else f"{name} (MindSpore only)")
-    return rows, unmatched
+    return rows, unmatched, not_compared
 
 
 def find_first_jump(rows: List[Row], factor: float = JUMP_FACTOR) -> Tuple[Optional[Row], str]:
@@ -670,9 +679,9 @@ def run_case(case: Case) -> CaseResult:
         else:
             nf_note = _noise_floor(case, pt_model, inputs, port_leaves, outputs)
 
-    rows, unmatched = ([], [])
+    rows, unmatched, not_compared = [], [], []
     if case.capture:
-        rows, unmatched = compare_records(case, pt_rec, ms_rec, pt_model)
+        rows, unmatched, not_compared = compare_records(case, pt_rec, ms_rec, pt_model)
     first, note = find_first_jump(rows)
     if first is None and rows and not all(o.verdict.passed for o in outputs):
         note += ("; the final output fails, so the error arises outside the named sub-modules (functional code "
@@ -681,6 +690,7 @@ def run_case(case: Case) -> CaseResult:
               and all(o.verdict.passed for o in gvp))
     return CaseResult(case=case.id, level=case.level, dtype=case.dtype, mode=case.mode, rows=rows,
                       outputs=outputs, passed=passed, first_jump=first, first_jump_note=note, unmatched=unmatched,
+                      not_compared=not_compared,
                       graph_vs_pynative=gvp, noise_floor_note=nf_note,
                       seconds=dict(build=t_build, run=t_run, total=time.perf_counter() - t0))
 
@@ -732,7 +742,9 @@ def format_result(res: CaseResult, max_rows: Optional[int] = None) -> str:
         if len(rows) < len(res.rows):
             lines.append(f"... {len(res.rows) - len(rows)} passing rows not shown")
     if res.unmatched:
-        lines.append("unmatched modules (compared by neither): " + ", ".join(res.unmatched))
+        lines.append("unmatched modules (on one side only, not compared): " + ", ".join(res.unmatched))
+    if res.not_compared:
+        lines.append("left out by the case's row_level (not comparable by design): " + ", ".join(res.not_compared))
     return "\n".join(lines)
 
 

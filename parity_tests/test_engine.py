@@ -270,3 +270,17 @@ def test_fill_zero_parameters():
         m.fc_out.weight.zero_()
     assert engine.fill_zero_parameters(m) == ["norm.bias", "fc_out.weight"]  # zero-init LayerNorm bias too
     assert torch.count_nonzero(m.fc_out.weight) > 0
+
+
+def test_row_level_can_leave_a_module_out():
+    def rows(name, module):
+        return None if name == "fc_mid" else engine.default_row_level(name, module)
+
+    res = run_case(chain_case(ms_kwargs=dict(broken_mid=True), row_level=rows))
+    assert res.not_compared == ["fc_mid"] and "fc_mid" not in [r.name for r in res.rows]
+    assert not res.passed and res.first_jump.key == "norm#1"  # its consumer still catches the bug
+    assert "left out by the case's row_level" in res.table()
+
+
+def test_out_dtype_accepts_case_dtype_names():
+    assert chain_case(out_dtype="fp32").out_dtype == "float32"
