@@ -190,12 +190,14 @@ class T5LayerSelfAttention(nn.Cell):
 
 def clamp_fp16(hidden_states):
     """transformers' "clamp inf values to enable fp16 training": if any element of the whole batch is inf,
-    clamp to +-(65504 - 1000), else to +-65504 (which only turns inf into the max). fp16 only."""
+    clamp to +-(65504 - 1000), else to +-65504 (which only turns inf into the max). fp16 only. NaN stays NaN
+    as in torch.clamp (MindSpore's clamp would replace it)."""
     if hidden_states.dtype != ms.float16:
         return hidden_states
     any_inf = ops.isinf(hidden_states).any()
     clamp_value = ops.select(any_inf, Tensor(_FP16_MAX - 1000, ms.float16), Tensor(_FP16_MAX, ms.float16))
-    return mint.clamp(hidden_states, -clamp_value, clamp_value)
+    clamped = mint.clamp(hidden_states, -clamp_value, clamp_value)
+    return mint.where(ops.isnan(hidden_states), hidden_states, clamped)
 
 
 class T5Block(nn.Cell):
