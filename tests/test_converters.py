@@ -584,7 +584,7 @@ def test_bad_inputs_one_clear_error_exit_2_no_output(tmp_path, release, s2, caps
         assert code == 2 and frag in err, (label, err)
 
 
-def test_cli_subprocess_no_traceback_and_existing_output_untouched(tmp_path, release, s2):
+def test_cli_subprocess_no_traceback_and_existing_output_untouched(tmp_path, release, s2, capsys):
     dst = tmp_path / "keep.ckpt"
     dst.write_bytes(b"previous contents")
     bad = tmp_path / "bad.safetensors"
@@ -598,12 +598,13 @@ def test_cli_subprocess_no_traceback_and_existing_output_untouched(tmp_path, rel
                         str(tmp_path / "rep.json")], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "89 tensors" in r.stdout and json.load(open(tmp_path / "rep.json"))["tensors"] == 89
-    r = subprocess.run([sys.executable, "-m", "converters", "inspect", str(dst), "--model", PRESET],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "matches the model" in r.stdout, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "converters", "verify", str(dst), "--model", PRESET, "--against",
-                        release, "--load", "ms"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "bit-identical" in r.stdout and "strict-loaded" in r.stdout, r.stdout + r.stderr
+    code, out, err = _run_cli(["inspect", str(dst), "--model", PRESET], capsys)
+    assert code == 0 and "matches the model" in out, out + err
+    code, out, err = _run_cli(["verify", str(dst), "--model", PRESET, "--against", release, "--load", "ms"], capsys)
+    assert code == 0 and "bit-identical" in out and "strict-loaded" in out, out + err
+    code, out, err = _run_cli(["verify", str(dst), "--model", PRESET, "--against", str(tmp_path / "x.ckpt")],
+                              capsys)
+    assert code == 2 and "no such file" in err
 
 
 @pytest.mark.parametrize("dst,to", [("int.ckpt", "ms"), ("int.safetensors", "pt"), ("int_rel", "release"),
@@ -648,9 +649,6 @@ def test_reader_holds_one_tensor_at_a_time(tmp_path, release, monkeypatch):
 
     def tracked(self, name):
         raw, dt = orig(self, name)
-        import gc
-
-        gc.collect()
         alive = [r for r in live if r() is not None]
         peak["n"] = max(peak["n"], len(alive) + 1)
         live[:] = alive + [weakref.ref(raw.base if raw.base is not None else raw)]
