@@ -618,14 +618,24 @@ def _judge_outputs(case, port_leaves, ref_leaves, level, dtype, expected) -> Lis
 def _noise_floor(case: Case, pt_model, inputs, ms_leaves, outputs: List[OutputResult]) -> str:
     """Run PyTorch in the case dtype and in fp64 on the same weights; gate the port's noise-floor ratio."""
     gate = standard.noise_floor_gate(case.noise_floor)
+    call = _resolve_call(case.call, 0)
+    runs = {}
     try:
-        runs = {}
-        for tag, dt in (("low", PT_DTYPES[case.dtype]), ("fp64", torch.float64)):
-            model = copy.deepcopy(pt_model).to(dt)
-            res, _ = _run_pt(model, _resolve_call(case.call, 0), pt_inputs(inputs, dt), capture=False)
-            runs[tag] = _extract(case, res, 0)
+        low = copy.deepcopy(pt_model).to(PT_DTYPES[case.dtype])  # a half-size copy
+        res, _ = _run_pt(low, call, pt_inputs(inputs, PT_DTYPES[case.dtype]), capture=False)
+        runs["low"] = _extract(case, res, 0)
+        del low, res
     except Exception as e:  # torch has no kernel for this dtype on CPU: say so, gate on the table only
         return f"noise floor not measured: PyTorch {case.dtype} run failed ({type(e).__name__}: {e})"
+    try:
+        # fp64 in place (fp32 -> fp64 -> fp32 is exact), so a full-size model is not held three times
+        pt_model.to(torch.float64)
+        res, _ = _run_pt(pt_model, call, pt_inputs(inputs, torch.float64), capture=False)
+        runs["fp64"] = _extract(case, res, 0)
+    except Exception as e:
+        return f"noise floor not measured: PyTorch fp64 run failed ({type(e).__name__}: {e})"
+    finally:
+        pt_model.to(torch.float32)
     for o, port, low, ref64 in zip(outputs, ms_leaves, runs["low"], runs["fp64"]):
         if not (o.metrics.shape_ok and _is_float(ref64.array)):
             continue
