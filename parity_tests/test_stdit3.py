@@ -16,7 +16,7 @@ import mindspore as ms
 import torch
 
 from opensora_dual.registry import build, get_family, resolve
-from parity_tests.engine import Case, assert_case, default_row_level, fill_zero_parameters
+from parity_tests.engine import Case, assert_case, fill_zero_parameters
 
 import pt_reference.layers.blocks as PB
 import ms_impl.layers.blocks as MB
@@ -56,13 +56,7 @@ def pack(y, mask):
     return y[m][None], m.sum(1).tolist()
 
 
-def stdit3_rows(name, module):
-    """Per-layer levels; ``kv_linear`` of the cross-attention is not comparable row by row: the reference
-    projects upstream's packed text [1, sum(y_lens), C], the port the padded text [B, L, C]. Its consumer
-    (the cross-attention output) is compared."""
-    if name.endswith("kv_linear"):
-        return None
-    return default_row_level(name, module)
+stdit3_rows = FAM.extra["parity_case"]["row_level"]  # kv_linear: packed vs padded text, by design
 
 
 def randomized(factory):
@@ -256,8 +250,7 @@ def ms_small_patch_linear():
 
 def _model(name, inputs, dtype="fp32", mode="pynative", ms_factory=ms_small, **kw):
     return Case(f"model-{name}", pt_small, ms_factory, inputs, "model_small", dtype=dtype, mode=mode,
-                cache_key=None if ms_factory is not ms_small else "stdit3-small", fp32_inputs=("timestep",), row_level=stdit3_rows,
-                out_dtype="fp32", **kw)  # STDiT3 returns fp32 whatever its compute dtype (upstream)
+                cache_key=None if ms_factory is not ms_small else "stdit3-small", **FAM.extra["parity_case"], **kw)
 
 
 MODEL_CASES = [
@@ -304,7 +297,7 @@ def test_stdit3_xl_full_size_fp32():
     """STDiT3-XL/2 (1.21B parameters, random weights) on a 2x8x8 latent with 300-token captions."""
     _, xl_kw = resolve("STDiT3-XL/2")
     inputs = functools.partial(FAM.extra["example_inputs"], xl_kw, batch=1, frames=2, height=8, width=8)
-    assert_case(Case("STDiT3-XL/2", pt_xl, ms_xl, inputs, "model_full", row_level=stdit3_rows))
+    assert_case(Case("STDiT3-XL/2", pt_xl, ms_xl, inputs, "model_full", **FAM.extra["parity_case"]))
 
 
 # --------------------------------------------------------------------------------- structure and switches
