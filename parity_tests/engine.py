@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -653,7 +654,20 @@ def _noise_floor(case: Case, pt_model, inputs, ms_leaves, outputs: List[OutputRe
     return ""
 
 
+def flush_pending_ms_error() -> Optional[str]:
+    """PyNative errors are asynchronous: a kernel that failed earlier (outside this case) raises at the next
+    op that syncs. Sync once on a trivial op so such an error is not blamed on this case; return its text."""
+    try:
+        (ms.Tensor(np.zeros(1, np.float32)) + 1).asnumpy()
+    except Exception as e:  # noqa: BLE001 - any stale kernel error
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        warnings.warn(f"a MindSpore error from before this parity case surfaced (not caused by it): {msg}")
+        return msg
+    return None
+
+
 def run_case(case: Case) -> CaseResult:
+    flush_pending_ms_error()
     t0 = time.perf_counter()
     pt_model, ms_model = build_pair(case)
     t_build = time.perf_counter() - t0
