@@ -10,6 +10,8 @@ Optimisation switches (all set after construction, none renames a weight):
   (GroupNorm and convs are per sample); larger values trade memory for fewer, bigger kernel launches.
 - ``ms_impl.layers.set_compute_dtype(net, ms.float16)``: fp16 convs/Linears, GroupNorm, softmax and the
   posterior in fp32.
+- ``set_conv_impl("im2col" | "native")``: convs as one matmul over gathered patches (CPU default, ~28x faster
+  than MindSpore's CPU conv kernel, k^d x the conv input in memory) or the native kernel (Ascend default).
 - ``set_conv3d_dtype(dtype)``: compute dtype of the temporal VAE's Conv3d cells only; fp16 on Ascend by default
   (Conv3D has no fp32 kernel there), fp32 elsewhere.
 
@@ -25,6 +27,7 @@ from opensora_dual.families.vae_pipeline import SCALE as OPENSORA_V1_2_SCALE  # 
 from opensora_dual.families.vae_pipeline import SHIFT as OPENSORA_V1_2_SHIFT  # noqa: F401
 from opensora_dual.families.vae_pipeline import opensora_v1_2_config
 from ms_impl.models.vae.autoencoder_kl import AutoencoderKL
+from ms_impl.models.vae.conv import set_conv_impl
 from ms_impl.models.vae.vae_temporal import VAE_Temporal, VAE_Temporal_SD
 
 
@@ -145,6 +148,11 @@ class VideoAutoencoderPipeline(nn.Cell):
 
     def set_conv3d_dtype(self, dtype):
         self.temporal_vae.set_conv3d_dtype(dtype)
+        return self
+
+    def set_conv_impl(self, impl):
+        """``"im2col"`` (CPU default: one matmul per conv) or ``"native"`` (the kit's kernel; Ascend default)."""
+        set_conv_impl(self, impl)
         return self
 
     @classmethod
