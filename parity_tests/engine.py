@@ -537,15 +537,21 @@ def _worst(metrics: List[Metrics]) -> Metrics:
 
 
 def _input_error(port: List[Leaf], ref: List[Leaf]) -> float:
-    floats = [(p, r) for p, r in zip(port, ref) if _is_float(r.array)]
-    if len(port) != len(ref):
+    """Worst rel_fro over the float inputs that are comparable: the same argument (position or keyword name)
+    with the same shape on both sides. Twins whose signatures differ by design (e.g. the port receives RoPE
+    angles as extra arguments) are compared on what they share; nan when no float input is comparable."""
+    port_by_path = {p.path: p for p in port}
+    floats = [(port_by_path[r.path], r) for r in ref if _is_float(r.array) and r.path in port_by_path]
+    if not floats and any(_is_float(r.array) for r in ref):
         return math.nan
     errs = []
     for p, r in floats:
         if p.array.shape != r.array.shape:
-            return math.nan
+            continue
         m = compare(p.array, r.array)
         errs.append(m.rel_fro if m.nonfinite_ok else math.inf)
+    if floats and not errs:
+        return math.nan
     return max(errs) if errs else 0.0
 
 

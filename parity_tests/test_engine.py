@@ -334,3 +334,13 @@ def test_a_stale_mindspore_error_is_not_blamed_on_the_next_case():
         res = run_case(chain_case())
     assert res.passed
     assert engine.flush_pending_ms_error() is None
+
+
+def test_input_error_compares_the_arguments_both_twins_share():
+    x = np.ones((2, 3), np.float32)
+    ref = engine.flatten_leaves(((x, x * 2), {}))
+    port_extra_arg = engine.flatten_leaves(((x * (1 + 1e-3), x * 2, x), {}))  # the port gets one more argument
+    assert engine._input_error(port_extra_arg, ref) == pytest.approx(1e-3, rel=1e-3)
+    port_other_shape = engine.flatten_leaves(((x[:1], x[:, :1]), {}))
+    assert np.isnan(engine._input_error(port_other_shape, ref))
+    assert engine._input_error([], engine.flatten_leaves(((np.arange(3),), {}))) == 0.0  # no float input
