@@ -33,6 +33,9 @@ class _Compute(nn.Cell):
     compute_dtype = ms.float32
 
     def _cast(self, x):
+        # Skip same-dtype casts: in PyNative each one is a kernel launch (graph mode folds them anyway).
+        if x.dtype == self.compute_dtype:
+            return x
         return x.astype(self.compute_dtype)
 
 
