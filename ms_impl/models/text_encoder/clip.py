@@ -14,8 +14,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, mint, nn, ops
 
-from ms_impl.layers import Embedding, LayerNorm, Linear, scaled_dot_product_attention
-from ms_impl.models.text_encoder.common import get_activation
+from ms_impl.layers import Embedding, LayerNorm, scaled_dot_product_attention
+from ms_impl.models.text_encoder.common import Linear, attention, get_activation
 
 
 class CLIPTextEmbeddings(nn.Cell):
@@ -48,7 +48,9 @@ class CLIPAttention(nn.Cell):
         self.v_proj = Linear(hidden_size, hidden_size)
         self.q_proj = Linear(hidden_size, hidden_size)
         self.out_proj = Linear(hidden_size, hidden_size)
-        self.attention_backend = "math"  # "flash" on Ascend (layer kit switch)
+        # "math": common.attention (fp32 scores, see there); "kit-math" / "flash": the layer kit's paths
+        # (fp16-rounded scores; flash attention is Ascend-only)
+        self.attention_backend = "math"
 
     def construct(self, hidden_states, attention_mask=None):
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
@@ -56,7 +58,11 @@ class CLIPAttention(nn.Cell):
         q = mint.transpose(self.q_proj(hidden_states).reshape(shape), 1, 2)
         k = mint.transpose(self.k_proj(hidden_states).reshape(shape), 1, 2)
         v = mint.transpose(self.v_proj(hidden_states).reshape(shape), 1, 2)
-        out = scaled_dot_product_attention(q, k, v, attention_mask, self.scale, self.attention_backend)
+        if self.attention_backend == "math":
+            out = attention(q, k, v, attention_mask, None, self.scale)
+        else:
+            backend = "math" if self.attention_backend == "kit-math" else self.attention_backend
+            out = scaled_dot_product_attention(q, k, v, attention_mask, self.scale, backend)
         out = mint.transpose(out, 1, 2).reshape(batch, length, self.embed_dim)
         return self.out_proj(out), None
 

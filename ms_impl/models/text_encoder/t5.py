@@ -24,10 +24,9 @@ from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from ms_impl.layers import Embedding, Linear
-from ms_impl.models.text_encoder.common import Dropout, get_activation
+from ms_impl.models.text_encoder.common import Dropout, attention, get_activation
 
 _FP16_MAX = float(np.finfo(np.float16).max)  # 65504
-_MASKED = -1e30  # finite "minus infinity" for padded keys (the reference uses finfo(dtype).min)
 
 
 def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
@@ -142,6 +141,7 @@ class T5Attention(nn.Cell):
                                              True, relative_attention_num_buckets, relative_attention_max_distance)
             self._bucket_table = Tensor(table.astype(np.int32))  # not a Parameter: no checkpoint key
         self.compute_dtype = ms.float32
+        self.scores_fp32 = True  # switch: see common.attention
 
     def compute_bias(self, query_length, key_length):
         """[1, H, Lq, Lk] bias in the compute dtype (the reference's embedding output dtype)."""
@@ -164,11 +164,8 @@ class T5Attention(nn.Cell):
                 position_bias = self.compute_bias(length, length)
             else:
                 position_bias = ops.zeros((1, self.n_heads, length, length), self.compute_dtype)
-        scores = mint.matmul(q, mint.transpose(k, -2, -1)).astype(ms.float32) + position_bias.astype(ms.float32)
-        if mask is not None:
-            scores = scores.masked_fill(mint.logical_not(mask), _MASKED)
-        attn = mint.softmax(scores, dim=-1).astype(v.dtype)
-        out = mint.transpose(mint.matmul(attn, v), 1, 2).reshape(batch, length, self.inner_dim)
+        out = attention(q, k, v, mask, position_bias, 1.0, self.scores_fp32)
+        out = mint.transpose(out, 1, 2).reshape(batch, length, self.inner_dim)
         return self.o(out), position_bias, None
 
 
