@@ -17,6 +17,7 @@ from converters.errors import ConversionError
 from converters.families import (converter_hooks, family_from_config, kwargs_from_config, resolve_preset)
 from converters.spec import ModelSpec, ms_named_params, spec_for, spec_from_model, spec_from_torch
 
+PASSTHROUGH = True   # copy unchanged tensors file-to-file in the kernel (tests switch it off to compare)
 CONFIG_META_KEY = "opensora_dual.config"   # our safetensors carry the release config.json in their metadata
 
 # target name -> (container, dialect, safetensors "format" metadata)
@@ -189,6 +190,12 @@ def _write_stream(ckpt, plan, spec, dst, container, target_dialect, st_format, c
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="convert",
                   disable=not progress, leave=False) as bar:
             for src, name, it, out_name, out_shape, out_dt, enc in jobs:
+                if PASSTHROUGH and it.same_bytes and enc.same_bytes and it.dtype == out_dt:
+                    loc = ckpt.raw_ranges(src)
+                    if loc is not None:   # bytes unchanged: the kernel copies them, Python never holds them
+                        w.write_ranges(out_name, out_shape, out_dt, loc[0], loc[1])
+                        bar.update(sum(e - b for b, e in loc[1]))
+                        continue
                 raw, dt = ckpt.read_raw(src)
                 raw = it.apply(raw)
                 raw, dt = dtypes.cast(raw, dt, out_dt)

@@ -116,6 +116,11 @@ class Checkpoint:
         raw, dt = self._reader(self._index[name][2]).read(name)
         return raw, dt
 
+    def raw_ranges(self, name):
+        """(fd, [(begin, end), ...]) where the tensor's bytes sit in a file, or None (pickles)."""
+        r = self._reader(self._index[name][2])
+        return r.ranges(name) if hasattr(r, "ranges") else None
+
     def get(self, name) -> np.ndarray:
         raw, dt = self.read_raw(name)
         return dtypes.to_numpy(raw, dt)

@@ -54,7 +54,7 @@ class CkptWriter:
     def __init__(self, path, chunk=CHUNK):
         self.path = path
         self.chunk = chunk
-        self._f = open(path, "wb")
+        self._f = open(path, "wb", buffering=0)
 
     def write(self, name, raw, dtype):
         raw = dtypes.contiguous(raw)
@@ -64,14 +64,31 @@ class CkptWriter:
         starts = range(0, n, self.chunk) if n else [0]
         for s in starts:
             piece = buf[s:s + self.chunk]
-            self._f.write(value_prefix(name, raw.shape, tt, len(piece)))
-            self._f.write(piece)
+            self._put(value_prefix(name, raw.shape, tt, len(piece)))
+            self._put(piece)
+
+    def _put(self, mv):
+        mv = memoryview(mv)
+        while mv.nbytes:
+            k = self._f.write(mv)
+            mv = mv[k:]
+
+    def write_ranges(self, name, shape, dtype, src_fd, ranges):
+        """Write a tensor whose bytes are ``ranges`` of ``src_fd``; the kernel copies the data."""
+        from converters.copyio import copy_span
+
+        n = sum(e - b for b, e in ranges)
+        tt = dtypes.DTYPES[dtype][1]
+        starts = range(0, n, self.chunk) if n else [0]
+        for s in starts:
+            ln = min(self.chunk, n - s)
+            self._put(value_prefix(name, shape, tt, ln))
+            copy_span(src_fd, ranges, s, ln, self._f.fileno())
 
     def abort(self):
         self._f.close()
 
     def close(self):
-        self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()
 
@@ -222,6 +239,11 @@ class CkptFile:
                 got += k
             o += e - b
         return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
+
+    def ranges(self, name):
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd, list(self.entries[name][2])
 
     def close(self):
         if self._fd is not None:

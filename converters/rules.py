@@ -33,6 +33,11 @@ class Item:
     def renamed(self, name):
         return Item(name, self.shape, self.dtype, list(self.ops))
 
+    @property
+    def same_bytes(self):
+        """True when every op only reshapes (the bytes pass through unchanged)."""
+        return all(getattr(fn, "same_bytes", False) for _, fn in self.ops)
+
     def apply(self, raw):
         for _, fn in self.ops:
             raw = fn(raw)
@@ -59,7 +64,12 @@ class Rule:
 
 def _reshape(shape):
     shape = tuple(shape)
-    return lambda a: a.reshape(shape)
+
+    def fn(a):
+        return a.reshape(shape)
+
+    fn.same_bytes = True   # C-order reshape: the file bytes are unchanged
+    return fn
 
 
 class StripPrefix(Rule):

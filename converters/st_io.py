@@ -77,6 +77,13 @@ class SafetensorsFile:
             got += k
         return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
 
+    def ranges(self, name):
+        """(fd, [(begin, end)]) of a tensor's bytes in the file."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        _, _, b, e = self.entries[name]
+        return self._fd, [(b, e)]
+
     def close(self):
         if self._fd is not None:
             os.close(self._fd)
@@ -103,7 +110,7 @@ class SafetensorsWriter:
             off += nbytes
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * ((8 - len(raw) % 8) % 8)
-        self._f = open(path, "wb")
+        self._f = open(path, "wb", buffering=0)
         self._f.write(struct.pack("<Q", len(raw)))
         self._f.write(raw)
         self._i = 0
@@ -112,7 +119,20 @@ class SafetensorsWriter:
         exp_name, dt, shape, nbytes = self._order[self._i]
         if name != exp_name or tuple(raw.shape) != shape or raw.nbytes != nbytes:
             raise ConversionError(f"internal: safetensors writer expected {exp_name} {shape}, got {name} {raw.shape}")
-        self._f.write(dtypes.contiguous(raw).reshape(-1).view(np.uint8).data)
+        mv = dtypes.contiguous(raw).reshape(-1).view(np.uint8).data
+        while mv.nbytes:
+            k = self._f.write(mv)
+            mv = mv[k:]
+        self._i += 1
+
+    def write_ranges(self, name, shape, dtype, src_fd, ranges):
+        """Write a tensor whose bytes are ``ranges`` of ``src_fd``, copied by the kernel."""
+        from converters.copyio import copy_span
+
+        exp_name, dt, exp_shape, nbytes = self._order[self._i]
+        if name != exp_name or tuple(shape) != exp_shape or dt != dtype or sum(e - b for b, e in ranges) != nbytes:
+            raise ConversionError(f"internal: safetensors writer expected {exp_name} {exp_shape}, got {name} {shape}")
+        copy_span(src_fd, ranges, 0, nbytes, self._f.fileno())
         self._i += 1
 
     def abort(self):
@@ -122,6 +142,5 @@ class SafetensorsWriter:
         if self._i != len(self._order):
             self._f.close()
             raise ConversionError(f"internal: safetensors writer got {self._i} of {len(self._order)} tensors")
-        self._f.flush()
         os.fsync(self._f.fileno())
         self._f.close()

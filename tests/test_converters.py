@@ -16,7 +16,7 @@ from safetensors.torch import save_file as st_save_torch
 from torch import nn
 
 import converters as C
-from converters import ckpt_io, dtypes, rules
+from converters import api, ckpt_io, dtypes, rules
 from converters.cli import main as cli
 from converters.spec import spec_from_torch
 from opensora_dual import registry
@@ -610,18 +610,19 @@ def test_cli_subprocess_no_traceback_and_existing_output_untouched(tmp_path, rel
 @pytest.mark.parametrize("dst,to", [("int.ckpt", "ms"), ("int.safetensors", "pt"), ("int_rel", "release"),
                                     ("int_mo.ckpt", "mindone")])
 def test_interrupted_write_leaves_nothing(tmp_path, release, monkeypatch, dst, to):
-    from converters import api
+    import tqdm
 
     calls = {"n": 0}
-    orig = api.dtypes.cast
+    orig = tqdm.tqdm.update
 
-    def boom(raw, src, dst_dt):
+    def boom(self, n=1):   # the conversion loop reports every tensor written: interrupt at the 5th
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt
-        return orig(raw, src, dst_dt)
+        return orig(self, n)
 
-    monkeypatch.setattr(api.dtypes, "cast", boom)
+    monkeypatch.setattr(tqdm.tqdm, "update", boom)
+    monkeypatch.setattr(api, "PASSTHROUGH", to != "mindone")   # both write paths
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(KeyboardInterrupt):
@@ -629,12 +630,11 @@ def test_interrupted_write_leaves_nothing(tmp_path, release, monkeypatch, dst, t
     _no_leftovers(out)
     # an existing release folder survives a failed rewrite
     if to == "release":
-        C.convert.__wrapped__ if hasattr(C.convert, "__wrapped__") else None
-        monkeypatch.setattr(api.dtypes, "cast", orig)
+        monkeypatch.setattr(tqdm.tqdm, "update", orig)
         C.convert(release, str(out / dst), to=to, progress=False)
         before = sorted(os.listdir(out / dst))
         calls["n"] = 0
-        monkeypatch.setattr(api.dtypes, "cast", boom)
+        monkeypatch.setattr(tqdm.tqdm, "update", boom)
         with pytest.raises(KeyboardInterrupt):
             C.convert(release, str(out / dst), to=to, progress=False)
         assert sorted(os.listdir(out)) == [dst] and sorted(os.listdir(out / dst)) == before
@@ -644,22 +644,42 @@ def test_interrupted_write_leaves_nothing(tmp_path, release, monkeypatch, dst, t
 def test_reader_holds_one_tensor_at_a_time(tmp_path, release, monkeypatch):
     from converters.checkpoint import Checkpoint
 
-    live, peak = [], {"n": 0}
+    live, peak = [], {"n": 0, "reads": 0}
     orig = Checkpoint.read_raw
 
     def tracked(self, name):
         raw, dt = orig(self, name)
+        peak["reads"] += 1
         alive = [r for r in live if r() is not None]
         peak["n"] = max(peak["n"], len(alive) + 1)
         live[:] = alive + [weakref.ref(raw.base if raw.base is not None else raw)]
         return raw, dt
 
     monkeypatch.setattr(Checkpoint, "read_raw", tracked)
+    monkeypatch.setattr(api, "PASSTHROUGH", False)
     for dst in ("a.ckpt", "a.safetensors"):
         C.convert(release, str(tmp_path / dst), progress=False)
         assert peak["n"] == 1, peak
-    C.convert(str(tmp_path / "a.ckpt"), str(tmp_path / "b.safetensors"), model=PRESET, progress=False)
+    C.convert(str(tmp_path / "a.ckpt"), str(tmp_path / "b.safetensors"), model=PRESET, dtype="bf16", progress=False)
     assert peak["n"] == 1
+    assert peak["reads"] == 3 * 89
+
+
+@pytest.mark.parametrize("to,dst,kw", [("ms", "x.ckpt", {}), ("pt", "x.safetensors", {}),
+                                        ("mindone", "x.ckpt", {"patch_form": "linear"}),
+                                        ("ms", "x.ckpt", {"dtype": "fp16"})])
+def test_kernel_copy_path_gives_the_same_bytes(tmp_path, release, monkeypatch, to, dst, kw):
+    """Unchanged tensors are copied file-to-file by the kernel; the output equals the read/write path's."""
+    a, b = tmp_path / "fast", tmp_path / "slow"
+    a.mkdir(), b.mkdir()
+    C.convert(release, str(a / dst), to=to, progress=False, **kw)
+    ck = str(a / dst)
+    C.convert(ck, str(a / ("2" + dst)), to=to, model=PRESET, progress=False)   # a .ckpt source too
+    monkeypatch.setattr(api, "PASSTHROUGH", False)
+    C.convert(release, str(b / dst), to=to, progress=False, **kw)
+    C.convert(str(b / dst), str(b / ("2" + dst)), to=to, model=PRESET, progress=False)
+    for f in (dst, "2" + dst):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
 
 _RSS_CHILD = r"""
