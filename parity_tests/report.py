@@ -313,20 +313,17 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    from converters import ConversionError
+
     try:
         case, meta = make_case(a.model, a.dtype, a.mode, a.seed, a.weights)
+        result = run_case(case)
     except KeyError as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    try:
-        result = run_case(case)
-    except Exception as e:
-        import converters
-
-        if isinstance(e, converters.ConversionError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from parity_tests.engine import make_inputs
 
     meta["inputs"] = {k: (tuple(v.shape), str(v.dtype)) if hasattr(v, "shape") else repr(v)
