@@ -13,7 +13,7 @@ export GLOG_v := 3
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -r requirements.txt
-	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	touch $(STAMP)
 
 venv: $(STAMP)

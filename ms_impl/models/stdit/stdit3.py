@@ -95,6 +95,7 @@ class STDiT3(nn.Cell):
         self.input_sq_size = input_sq_size
         self.model_max_length = model_max_length
         self.compute_dtype = ms.float32
+        self._recompute = False
 
         self.pos_embed = PositionEmbedding2D(hidden_size)
         self.rope = RotaryEmbedding(dim=hidden_size // num_heads)
@@ -129,9 +130,18 @@ class STDiT3(nn.Cell):
         return self
 
     def set_recompute(self, enabled=True):
-        """Recompute each block's activations in the backward pass (MindSpore ``Cell.recompute``)."""
+        """Recompute each block's activations in the backward pass (MindSpore ``Cell.recompute``).
+
+        MindSpore configures recompute once per cell and cannot undo it: switching it off on a model that
+        has it raises; build a new model instead."""
+        if enabled == self._recompute:
+            return self
+        if not enabled:
+            raise ValueError("recompute cannot be switched off once set (MindSpore Cell.recompute is one-way); "
+                             "build a new model")
         for block in list(self.spatial_blocks) + list(self.temporal_blocks):
-            block.recompute(mode=enabled)
+            block.recompute()
+        self._recompute = True
         return self
 
     def set_patchify_linear(self, enabled=True):
