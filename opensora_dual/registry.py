@@ -8,6 +8,7 @@ maps to constructor arguments. Families register themselves on import; ``load_fa
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -28,6 +29,19 @@ class Family:
     def model_class(self, backend: str):
         module, cls = self.class_path.split(":")
         return getattr(importlib.import_module(f"{BACKENDS[backend]}.{module}"), cls)
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "models")
+
+
+def load_presets(filename: str) -> Dict[str, Dict[str, Any]]:
+    """Presets from ``configs/models/<filename>``: {name: constructor kwargs}; lists become tuples."""
+    import yaml
+
+    with open(os.path.join(CONFIG_DIR, filename)) as f:
+        data = yaml.safe_load(f) or {}
+    return {name: {k: tuple(v) if isinstance(v, list) else v for k, v in (kw or {}).items()}
+            for name, kw in data.items()}
 
 
 _FAMILIES: Dict[str, Family] = {}

@@ -1,5 +1,5 @@
 """STDiT3 (Open-Sora 1.2), ``v1.2.0:opensora/models/stdit/stdit3.py``; release ``hpcai-tech/OpenSora-STDiT-v3``."""
-from opensora_dual.registry import Family, register
+from opensora_dual.registry import Family, load_presets, register
 
 # STDiT3Config fields, with upstream defaults (facts section 11: the release config.json carries these).
 CONFIG_DEFAULTS = dict(
@@ -10,14 +10,8 @@ CONFIG_DEFAULTS = dict(
     freeze_y_embedder=False, skip_y_embedder=False,
 )
 
-# Registered names. XL/2 and 3B/2 as upstream registers them (with from_pretrained's v1.2 defaults:
-# qk_norm=True, in_channels=4, model_max_length=300); S/2 is this project's small config for tests and the demo.
-PRESETS = {
-    "STDiT3-XL/2": dict(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16),
-    "STDiT3-3B/2": dict(depth=28, hidden_size=1872, patch_size=(1, 2, 2), num_heads=26),
-    "STDiT3-S/2": dict(depth=2, hidden_size=96, patch_size=(1, 2, 2), num_heads=4, caption_channels=64,
-                       model_max_length=16),
-}
+# Registered names and their constructor kwargs: configs/models/stdit3.yaml (data, shared by both backends).
+PRESETS = load_presets("stdit3.yaml")
 
 
 def config_from_json(cfg: dict) -> dict:
