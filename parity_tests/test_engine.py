@@ -309,18 +309,23 @@ def test_model_level_rule():
     assert model_level("Big", fam) == "model_full" and model_level("STDiT3-XL/2", fam) == "model_small"
 
 
-def test_report_cli(tmp_path, monkeypatch):
-    """End to end on the small STDiT3 preset: exit 0, report + plot written; unknown model: exit 2."""
+@pytest.fixture
+def stdit3_parity_settings(monkeypatch):
     from opensora_dual.registry import get_family
-    from parity_tests import report
 
-    assert report.main(["--model", "no-such-model", "--out", str(tmp_path / "x")]) == 2
     fam = get_family("stdit3")
     if "parity_case" not in fam.extra:  # until the family declares its whole-model parity settings
         from parity_tests.test_stdit3 import stdit3_rows
 
         monkeypatch.setitem(fam.extra, "parity_case",
                             dict(fp32_inputs=("timestep",), out_dtype="fp32", row_level=stdit3_rows))
+
+
+def test_report_cli(tmp_path, stdit3_parity_settings):
+    """End to end on the small STDiT3 preset: exit 0, report + plot written; unknown model: exit 2."""
+    from parity_tests import report
+
+    assert report.main(["--model", "no-such-model", "--out", str(tmp_path / "x")]) == 2
     out = tmp_path / "stdit3"
     assert report.main(["--model", "STDiT3-S/2", "--out", str(out)]) == 0
     assert (out / "report.md").exists() and (out / "rel_fro.png").exists()
@@ -328,7 +333,7 @@ def test_report_cli(tmp_path, monkeypatch):
     assert "STDiT3-S/2 — PASS" in text and "all-zero parameters filled" in text
 
 
-def test_report_cli_with_weights(tmp_path):
+def test_report_cli_with_weights(tmp_path, stdit3_parity_settings):
     """--weights: a release folder written by the converter is strict-loaded into the reference, the port gets
     the same tensors; a missing path is a clean exit 2."""
     import torch
