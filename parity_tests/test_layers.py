@@ -64,6 +64,7 @@ def pair(name, *args, **kwargs):
 LAYERS = [
     ("Linear", pair("Linear", 24, 40), normal(3, 5, 24), ("fp32", "fp16"), "matmul"),
     ("Linear-nobias", pair("Linear", 24, 8, bias=False), normal(6, 24), ("fp32", "fp16"), "matmul"),
+    ("Linear-mlp", pair("Linear", 96, 384), normal(2, 50, 96), ("fp32", "fp16"), "matmul"),  # STDiT3-S/2 MLP fc1
     ("LayerNorm-affine", pair("LayerNorm", 32, eps=1e-6), normal(2, 7, 32), ("fp32", "fp16"), "norm"),
     ("LayerNorm-noaffine", pair("LayerNorm", 32, eps=1e-6, elementwise_affine=False), normal(2, 7, 32),
      ("fp32", "fp16"), "norm"),
@@ -112,7 +113,14 @@ _CONV_FP16 = ("CPU PyNative fp16 conv is noisier than torch fp16 (noise-floor ra
               "ops; graph mode is within 1.2). Fix in ms_impl Conv2d/Conv3d on CPU: convolve in fp32, cast back.")
 _SILU_FP16 = ("ms SiLU computes in fp16: port vs fp64 4.35e-4, torch-fp16 vs fp64 2.02e-4, noise-floor ratio "
               "2.15 > 2. Fix in ms_impl SiLU: silu in fp32, cast back to the input dtype.")
+_LINEAR_FP16 = ("ms Linear with bias in fp16 rounds twice (fp16 matmul output, then + bias): port vs fp64 3.60e-4, "
+                "torch-fp16 2.92e-4, noise-floor ratio 1.24 > 1.2 (small layers such as Linear 24->40 land at "
+                "1.17). Fix in ms_impl Linear on CPU: fp16-rounded operands, fp32 matmul + bias, one cast "
+                "(measured ratio 1.000 for 24->40, 96->384, 384->96, 64->64); adding the bias in fp32 after an "
+                "fp16 matmul is not enough (1.23).")
 KNOWN_PORT_DEFECTS = {
+    "Linear-mlp-fp16-pynative": _LINEAR_FP16,
+    "Linear-mlp-fp16-graph": _LINEAR_FP16,
     "Conv2d-stride-pad-fp16-pynative": _CONV_FP16.format(r=1.22),
     "Conv3d-fp16-pynative": _CONV_FP16.format(r=1.36),
     "Conv3d-stride-pad-fp16-pynative": _CONV_FP16.format(r=1.23),
