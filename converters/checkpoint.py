@@ -119,7 +119,7 @@ class Checkpoint:
     def raw_ranges(self, name):
         """(fd, [(begin, end), ...]) where the tensor's bytes sit in a file, or None (pickles)."""
         r = self._reader(self._index[name][2])
-        return r.ranges(name) if hasattr(r, "ranges") else None
+        return r.ranges(name)
 
     def get(self, name) -> np.ndarray:
         raw, dt = self.read_raw(name)
@@ -170,10 +170,12 @@ def _sharded(path, base_dir):
             files[sp] = r
             ents = {k: (v[0], v[1]) for k, v in r.entries.items()}
         else:
-            _, r = _open_file(sp)   # read once for metadata, then released
+            _, r = _open_file(sp)
             ents = dict(r.entries)
-            r.close()
-            files[sp] = None
+            if getattr(r, "_full", None) is not None:   # a legacy pickle held in memory: release until needed
+                r.close()
+                r = None
+            files[sp] = r
         fmt = kind
         for k, (dt, shape) in ents.items():
             if k in index:

@@ -3,6 +3,7 @@ files so tensor data stays on disk until read. Unwraps ``ema``/``state_dict``/``
 wrappers and strips ``module.`` prefixes."""
 from __future__ import annotations
 
+import os
 import pickle
 import zipfile
 
@@ -47,12 +48,11 @@ def _unwrap(obj, path):
     return tensors, notes
 
 
-def load_state(path):
+def _torch_load(path, **kw):
     import torch
 
-    is_zip = zipfile.is_zipfile(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(path, weights_only=True, **kw)
     except pickle.UnpicklingError as e:
         msg = str(e).splitlines()[0] if str(e) else "unpickling failed"
         if "weights_only" in str(e) or "Unsupported global" in str(e):
@@ -60,10 +60,21 @@ def load_state(path):
                                   f"(weights_only=True): {msg}") from None
         raise ConversionError(f"{path}: corrupt or truncated PyTorch file ({msg})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError,
-            TypeError, IndexError, UnicodeDecodeError) as e:
+            TypeError, IndexError, UnicodeDecodeError, NotImplementedError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"{path}: corrupt or truncated PyTorch file ({msg})") from None
+
+
+def load_state(path, map_location="cpu"):
+    is_zip = zipfile.is_zipfile(path)
+    obj = _torch_load(path, map_location=map_location, mmap=is_zip and map_location == "cpu")
     return _unwrap(obj, path)
+
+
+def _little_endian_zip(path):
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if n.endswith("/byteorder") or n == "byteorder"]
+        return not names or z.read(names[0]).strip() == b"little"
 
 
 def tensor_to_raw(t):
@@ -78,14 +89,71 @@ def tensor_to_raw(t):
 
 
 class PthFile:
+    """Zip-format files are read like safetensors: ``torch.load(map_location="meta")`` gives every tensor's
+    dtype/shape and (``_checkpoint_offset``) where its storage sits in the file, so each tensor is then
+    ``pread`` on its own (or copied file-to-file). Legacy (non-zip) pickles, big-endian files and
+    non-contiguous tensors fall back to ``torch.load`` (``mmap=True`` for zip files)."""
+
     def __init__(self, path):
         self.path = path
-        self.tensors, self.notes = load_state(path)
-        self.entries = {k: (dtypes.from_torch_dtype(v.dtype), tuple(v.shape)) for k, v in self.tensors.items()}
+        self._fd = None
+        self._full = None
+        size = os.path.getsize(path)
+        self.offsets = {}
+        if zipfile.is_zipfile(path) and _little_endian_zip(path):
+            tensors, self.notes = load_state(path, map_location="meta")
+            for k, t in tensors.items():
+                off = getattr(t.untyped_storage(), "_checkpoint_offset", None)
+                if off is None or not t.is_contiguous():
+                    continue
+                b = off + t.storage_offset() * t.element_size()
+                e = b + t.numel() * t.element_size()
+                if e > size:
+                    raise ConversionError(f"{path}: truncated PyTorch file ({k!r} ends at byte {e}, file has {size})")
+                self.offsets[k] = (b, e)
+        else:
+            tensors, self.notes = load_state(path)
+            self._full = tensors
+            if not zipfile.is_zipfile(path):
+                self.notes.append("legacy (non-zip) torch pickle: loaded whole")
+        self.entries = {k: (dtypes.from_torch_dtype(v.dtype), tuple(v.shape)) for k, v in tensors.items()}
+        self._lazy = [k for k in tensors if k not in self.offsets and self._full is None]
+
+    def _fallback(self):
+        if self._full is None:
+            self._full, _ = load_state(self.path)
+        return self._full
+
+    def ranges(self, name):
+        if name not in self.offsets:
+            return None
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd, [self.offsets[name]]
 
     def read(self, name):
-        raw, dt = tensor_to_raw(self.tensors[name])
+        dt, shape = self.entries[name]
+        if name in self.offsets:
+            b, e = self.offsets[name]
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            buf = bytearray(e - b)
+            mv = memoryview(buf)
+            got = 0
+            while got < len(buf):
+                k = os.preadv(self._fd, [mv[got:]], b + got)
+                if k <= 0:
+                    raise ConversionError(f"{self.path}: truncated while reading {name!r}")
+                got += k
+            return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
+        raw, dt = tensor_to_raw(self._fallback()[name])
         return np.array(raw, copy=True), dt
 
     def close(self):
-        self.tensors = {}
+        self._full = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()

@@ -414,14 +414,17 @@ def test_pixart_init(tmp_path, s2, rows):
 
 # ------------------------------------------------------------------------------------------------ torch sources
 def test_pth_wrappers_module_prefix_and_legacy_format(tmp_path, s2):
-    sd = s2[1]
+    sd = dict(s2[1])
+    sd["t_block.1.weight"] = sd["t_block.1.weight"].T.contiguous().T    # a non-contiguous tensor in the pickle
+    assert not sd["t_block.1.weight"].is_contiguous()
     for i, (obj, kw) in enumerate([({"ema": {"module." + k: v for k, v in sd.items()}, "optimizer": {}}, {}),
                                    ({"model": dict(sd)}, {"_use_new_zipfile_serialization": False}),
                                    (dict(sd), {})]):
         p = str(tmp_path / f"m{i}.pth")
         torch.save(obj, p, **kw)
         ck = C.read_checkpoint(p)
-        _assert_same_state(ck, sd)
+        assert sorted(ck.keys()) == sorted(sd)
+        assert all(_bytes_equal(ck.get(k), v.contiguous().numpy()) for k, v in sd.items())
         out = str(tmp_path / f"m{i}.ckpt")
         C.convert(p, out, model=PRESET, progress=False)
         assert C.verify(out, model=PRESET, against=p)["identical"]
@@ -698,29 +701,35 @@ with torch.device("meta"):
 src, dst = sys.argv[1], sys.argv[2]
 if sys.argv[3] == "write":
     sd = big.state_dict()
-    w = SafetensorsWriter(src, [(k, "F32", tuple(v.shape)) for k, v in sd.items()])
     rng = np.random.default_rng(0)
-    for k, v in sd.items():
-        w.write(k, rng.standard_normal(tuple(v.shape), dtype=np.float32))
-    w.close()
+    if src.endswith(".pth"):
+        torch.save({{"ema": {{"module." + k: torch.from_numpy(rng.standard_normal(tuple(v.shape), dtype=np.float32))
+                            for k, v in sd.items()}}}}, src)
+    else:
+        w = SafetensorsWriter(src, [(k, "F32", tuple(v.shape)) for k, v in sd.items()])
+        for k, v in sd.items():
+            w.write(k, rng.standard_normal(tuple(v.shape), dtype=np.float32))
+        w.close()
 else:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    C.convert(src, dst, model=big, progress=False)
+    C.convert(src, dst, model=big, progress=False, dtype=sys.argv[4] if sys.argv[4] != "-" else None)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(base, peak)
 """
 
 
-def test_streaming_peak_rss_on_a_large_file(tmp_path):
+@pytest.mark.parametrize("src_name,dtype", [("big.safetensors", "-"), ("big.pth", "-"), ("big.pth", "bf16")])
+def test_streaming_peak_rss_on_a_large_file(tmp_path, src_name, dtype):
+    """A 384 MiB source converts with far less than its size in extra memory (kernel copy and read path)."""
     child = tmp_path / "child.py"
     child.write_text(_RSS_CHILD.format(repo=REPO))
-    src, dst = str(tmp_path / "big.safetensors"), str(tmp_path / "big.ckpt")
-    subprocess.run([sys.executable, str(child), src, dst, "write"], check=True, timeout=600)
+    src, dst = str(tmp_path / src_name), str(tmp_path / "big.ckpt")
+    subprocess.run([sys.executable, str(child), src, dst, "write", "-"], check=True, timeout=600)
     assert os.path.getsize(src) > 380 * 2**20
-    r = subprocess.run([sys.executable, str(child), src, dst, "convert"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, str(child), src, dst, "convert", dtype], capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stderr
     base, peak = (int(x) for x in r.stdout.split()[-2:])
     grew_mib = (peak - base) / 1024
     assert grew_mib < 100, f"conversion grew RSS by {grew_mib:.0f} MiB for a 384 MiB file"
-    assert os.path.getsize(dst) > 380 * 2**20
+    assert os.path.getsize(dst) > (190 if dtype == "bf16" else 380) * 2**20
