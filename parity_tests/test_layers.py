@@ -106,38 +106,12 @@ CASES = [Case(name, factories[0], factories[1], inputs, level=level_of(name), dt
               noise_floor=kind, cache_key=f"test_layers.{name}")
          for name, factories, inputs, dtypes, kind in LAYERS for dtype in dtypes for mode in ("pynative", "graph")]
 
-# Port defects found by this table, measured 2026-11-25 (seed 0). They stay in the table as strict xfails: when
-# ms_impl/layers/basic.py is fixed they XPASS and fail, and the entry must be deleted. Both fixes were checked
-# by patching: computing in fp32 and casting back gives noise-floor ratio 1.00 for all five.
-_CONV_FP16 = ("CPU PyNative fp16 conv is noisier than torch fp16 (noise-floor ratio {r} > 1.2 for matmul-class "
-              "ops; graph mode is within 1.2). Fix in ms_impl Conv2d/Conv3d on CPU: convolve in fp32, cast back.")
-_SILU_FP16 = ("ms SiLU computes in fp16: port vs fp64 4.35e-4, torch-fp16 vs fp64 2.02e-4, noise-floor ratio "
-              "2.15 > 2. Fix in ms_impl SiLU: silu in fp32, cast back to the input dtype.")
-_LINEAR_FP16 = ("ms Linear with bias in fp16 rounds twice (fp16 matmul output, then + bias): port vs fp64 3.60e-4, "
-                "torch-fp16 2.92e-4, noise-floor ratio 1.24 > 1.2 (small layers such as Linear 24->40 land at "
-                "1.17). Fix in ms_impl Linear on CPU: fp16-rounded operands, fp32 matmul + bias, one cast "
-                "(measured ratio 1.000 for 24->40, 96->384, 384->96, 64->64); adding the bias in fp32 after an "
-                "fp16 matmul is not enough (1.23).")
-KNOWN_PORT_DEFECTS = {
-    "Linear-mlp-fp16-pynative": _LINEAR_FP16,
-    "Linear-mlp-fp16-graph": _LINEAR_FP16,
-    "Conv2d-stride-pad-fp16-pynative": _CONV_FP16.format(r=1.22),
-    "Conv3d-fp16-pynative": _CONV_FP16.format(r=1.36),
-    "Conv3d-stride-pad-fp16-pynative": _CONV_FP16.format(r=1.23),
-    "Conv3d-patchify-fp16-pynative": _CONV_FP16.format(r=1.26),
-    "SiLU-fp16-pynative": _SILU_FP16,
-    "SiLU-fp16-graph": _SILU_FP16,
-}
+# Port defects this table found on 2026-11-25 and that ms_impl/layers now fixes (numbers are the measured
+# noise-floor ratios before the fix; after it each measured 1.00): fp16 Linear with bias rounded twice (1.24),
+# fp16 Conv2d/Conv3d in PyNative (1.22-1.36), fp16 SiLU computed in fp16 (2.15). No case here is marked.
 
 
-def _param(case):
-    marks = ()
-    if case.id in KNOWN_PORT_DEFECTS:
-        marks = pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_PORT_DEFECTS[case.id])
-    return pytest.param(case, id=case.id, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_layer_parity(case):
     assert_case(case)
 
@@ -199,12 +173,9 @@ def test_attention_shapes_with_mask(nq, nk, heads, seed):
                      level=level_of("attention"), seed=seed, cache_key="test_layers.hypothesis.attention"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="MindSpore CPU fp32 exp/softmax: port vs torch 4.2e-7 rel_fro but one element 1.57x "
-                          "over allclose(rtol 1e-5, atol 1e-6); torch fp32 itself is 0.08x of it vs fp64. A "
-                          "softmax computed in fp64 on CPU measured 2.3e-8 from fp64 (fix for ms_impl attention).")
 def test_attention_at_op_level():
-    """The draw hypothesis found (seed 65 of 200), judged at op level: XPASS means the port's softmax got exact."""
+    """The draw hypothesis found (seed 65 of 200), judged at op level. It failed (one element 1.57x over
+    allclose) while the port's softmax ran in fp32 on MindSpore's CPU exp; the CPU softmax now runs in fp64."""
     assert_case(Case("attention-op", PtAttention, MsAttention, qkv(1, 3, 7, 3, 8, masked=True), level="op", seed=65))
 
 

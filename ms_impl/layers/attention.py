@@ -8,9 +8,12 @@ back, so a config that asks for flash attention on CPU fails loudly (the suite p
 import mindspore as ms
 from mindspore import mint, ops
 
-from ms_impl.device import require_ascend
+from ms_impl.device import on_ascend, require_ascend
 
 _NEG = -1e30  # finite: a fully masked row gives a uniform softmax rather than NaN in fp32
+# The softmax runs in fp32 on Ascend. On CPU it runs in fp64: MindSpore's CPU fp32 exp is 2.8e-6 from fp64
+# (torch: 1.7e-8), enough to miss op-level allclose; in fp64 the port measured 2.3e-8 from fp64.
+_SOFTMAX_DTYPE = ms.float32 if on_ascend() else ms.float64
 
 
 def scaled_dot_product_attention(q, k, v, mask=None, scale=None, backend="math"):
@@ -19,7 +22,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, scale=None, backend="math")
         return _flash(q, k, v, mask, scale)
     dtype = q.dtype
     attn = mint.matmul(q * scale, mint.transpose(k, -2, -1))
-    attn = attn.astype(ms.float32)
+    attn = attn.astype(_SOFTMAX_DTYPE)
     if mask is not None:
         attn = attn.masked_fill(mint.logical_not(mask), _NEG)
     attn = mint.softmax(attn, dim=-1).astype(dtype)
