@@ -233,6 +233,10 @@ def convert(src, dst, to=None, model=None, dtype=None, init_from=None, progress=
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.abspath(src) == os.path.abspath(dst):
         raise ConversionError("source and destination are the same path")
+    if container == "folder" and os.path.isfile(dst):
+        raise ConversionError(f"{dst} is a file; a release folder needs a folder path")
+    if container != "folder" and os.path.isdir(dst):
+        raise ConversionError(f"{dst} is a folder; pass a file name (or --to release)")
     ckpt = read_checkpoint(src)
     try:
         spec = resolve_spec(ckpt, model, overrides)

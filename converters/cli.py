@@ -104,6 +104,9 @@ def main(argv=None):
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # disk full, permissions, ...: the output was not written
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: no output written", file=sys.stderr)
         return 130

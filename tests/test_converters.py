@@ -569,7 +569,54 @@ def _bad_inputs(tmp_path, release, s2):
     (badcfg / "config.json").write_text('{"model_type": "Nope"}')
     os.link(os.path.join(release, "model.safetensors"), badcfg / "model.safetensors")
     cases.append(("unknown model_type", str(badcfg), [], "model_type 'Nope' is not a registered family"))
+    shards = d / "shards"
+    shards.mkdir()
+    st_save_torch({k: v for k, v in list(sd.items())[:10]}, str(shards / "model-00001-of-00002.safetensors"))
+    wm = {k: ("model-00001-of-00002.safetensors" if i < 10 else "model-00002-of-00002.safetensors")
+          for i, k in enumerate(sd)}
+    (shards / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
+    cases.append(("missing shard", str(shards), ["--model", PRESET], "shard model-00002-of-00002.safetensors is missing"))
+    badidx = d / "badidx"
+    badidx.mkdir()
+    (badidx / "model.safetensors.index.json").write_text("{ nope")
+    cases.append(("corrupt index", str(badidx), ["--model", PRESET], "corrupt index file"))
+    badjson = d / "badjson"
+    badjson.mkdir()
+    (badjson / "config.json").write_text("{ nope")
+    os.link(os.path.join(release, "model.safetensors"), badjson / "model.safetensors")
+    cases.append(("corrupt config.json", str(badjson), [], "corrupt config.json"))
+    empty = d / "empty"
+    empty.mkdir()
+    cases.append(("folder without weights", str(empty), ["--model", PRESET], "no weights file found"))
     return cases
+
+
+def test_duplicate_and_destination_errors(tmp_path, release, capsys):
+    toy = _toy()
+    sd = {k: v.clone() for k, v in toy.state_dict().items()}
+    sd["norm.gamma"] = sd["norm.weight"].clone()        # mindone and torch names for one parameter
+    p = str(tmp_path / "dup.safetensors")
+    st_save_torch(sd, p)
+    with pytest.raises(C.ConversionError, match="norm.gamma and norm.weight both map to norm.weight"):
+        C.convert(p, str(tmp_path / "o.safetensors"), model=toy, src_dialect="mindone", progress=False)
+    (tmp_path / "adir.ckpt").mkdir()
+    code, _, err = _run_cli(["convert", release, str(tmp_path / "adir.ckpt")], capsys)
+    assert code == 2 and "is a folder" in err
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _run_cli(["convert", release, str(tmp_path / "afile"), "--to", "release"], capsys)
+    assert code == 2 and "is a file" in err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):   # running as root: permissions are not enforced; use a path under a file
+            target = str(tmp_path / "afile" / "x.ckpt")
+        else:
+            target = str(ro / "x.ckpt")
+        code, _, err = _run_cli(["convert", release, target], capsys)
+        assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err
+    finally:
+        os.chmod(ro, 0o700)
 
 
 def test_bad_inputs_one_clear_error_exit_2_no_output(tmp_path, release, s2, capsys):
