@@ -22,70 +22,84 @@ def default_conv_impl():
     return "native" if on_ascend() else "im2col"
 
 
-def _im2col_conv(x, w, b, stride, padding, dilation):
-    """N-d convolution (groups = 1) as one matmul. x [B, Cin, *S], w [Cout, Cin, *K]."""
-    nd = len(stride)
-    cout, cin = w.shape[0], w.shape[1]
-    ks = tuple(w.shape[2:])
-    if any(padding):
-        pads = []
-        for p in reversed(padding):
-            pads += [p, p]
-        x = ops.pad(x, tuple(pads), mode="constant", value=0.0)
-    size = x.shape[2:]
-    out = tuple((size[i] - dilation[i] * (ks[i] - 1) - 1) // stride[i] + 1 for i in range(nd))
-    bsz = x.shape[0]
-    if all(k == 1 for k in ks):
-        cols = x
-        if any(s != 1 for s in stride):
-            cols = x[(slice(None), slice(None)) + tuple(slice(0, stride[i] * (out[i] - 1) + 1, stride[i])
-                                                        for i in range(nd))]
-        cols = cols.reshape(bsz, cin, -1)
-        w2 = w.reshape(cout, cin)
-    else:
-        views = []
-        for offs in _offsets(ks):
-            idx = tuple(slice(offs[i] * dilation[i], offs[i] * dilation[i] + stride[i] * (out[i] - 1) + 1, stride[i])
-                        for i in range(nd))
-            views.append(x[(slice(None), slice(None)) + idx])
-        cols = mint.cat(views, dim=1).reshape(bsz, len(views) * cin, -1)     # [B, K*Cin, N], (k, cin) order
-        w2 = mint.transpose(w.reshape(cout, cin, -1), 1, 2).reshape(cout, -1)  # [Cout, K*Cin], same order
-    y = mint.matmul(w2, cols)                                                # [B, Cout, N]
-    if b is not None:
-        y = y + b.reshape(1, cout, 1)
-    return y.reshape((bsz, cout) + out)
-
-
 def _offsets(ks):
     if len(ks) == 1:
-        return [(i,) for i in range(ks[0])]
-    return [(i,) + rest for i in range(ks[0]) for rest in _offsets(ks[1:])]
+        return tuple((i,) for i in range(ks[0]))
+    return tuple((i,) + rest for i in range(ks[0]) for rest in _offsets(ks[1:]))
 
 
-class Conv2d(_KitConv2d):
-    conv_impl = "native"
+def _pad_arg(padding):
+    """Symmetric conv padding (p_d1, p_d2, ...) -> ops.pad's last-dim-first pairs, or None."""
+    if not any(padding):
+        return None
+    pads = ()
+    for p in reversed(padding):
+        pads += (p, p)
+    return pads
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+
+class _Im2col:
+    """Mixin: ``_conv`` as one matmul over the k^d gathered views (groups = 1). Static data (offsets, pads) is
+    computed at construction, and the loops run over constant tuples, so ``ms.jit`` unrolls them."""
+
+    def _init_im2col(self):
         self.conv_impl = default_conv_impl()
+        self._offs = _offsets(self.kernel_size)
+        self._pads = _pad_arg(self.padding)
+        self._k = len(self._offs)
 
     def _conv(self, x, w, b):
-        if self.conv_impl == "im2col" and self.groups == 1:
-            return _im2col_conv(x, w, b, self.stride, self.padding, self.dilation)
-        return super()._conv(x, w, b)
+        if self.conv_impl != "im2col" or self.groups != 1:
+            return super()._conv(x, w, b)
+        if self._pads is not None:
+            x = ops.pad(x, self._pads, mode="constant", value=0.0)
+        bsz, cin = x.shape[0], x.shape[1]
+        cout = w.shape[0]
+        views = ()
+        for off in self._offs:
+            views += (self._view(x, off),)
+        out = views[0].shape[2:]
+        if self._k == 1:
+            cols = views[0].reshape(bsz, cin, -1)
+            w2 = w.reshape(cout, cin)
+        else:
+            cols = mint.cat(views, dim=1).reshape(bsz, self._k * cin, -1)              # [B, K*Cin, N]
+            w2 = mint.transpose(w.reshape(cout, cin, self._k), 1, 2).reshape(cout, -1)  # [Cout, K*Cin]
+        y = mint.matmul(w2, cols)                                                       # [B, Cout, N]
+        if b is not None:
+            y = y + b.reshape(1, cout, 1)
+        return y.reshape((bsz, cout) + out)
 
 
-class Conv3d(_KitConv3d):
-    conv_impl = "native"
-
+class Conv2d(_Im2col, _KitConv2d):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_impl = default_conv_impl()
+        self._init_im2col()
 
-    def _conv(self, x, w, b):
-        if self.conv_impl == "im2col" and self.groups == 1:
-            return _im2col_conv(x, w, b, self.stride, self.padding, self.dilation)
-        return super()._conv(x, w, b)
+    def _view(self, x, off):
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+        h0, w0 = off[0] * dh, off[1] * dw
+        return x[:, :, h0:h0 + sh * (oh - 1) + 1:sh, w0:w0 + sw * (ow - 1) + 1:sw]
+
+
+class Conv3d(_Im2col, _KitConv3d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_im2col()
+
+    def _view(self, x, off):
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.stride
+        dt, dh, dw = self.dilation
+        ot = (x.shape[2] - dt * (kt - 1) - 1) // st + 1
+        oh = (x.shape[3] - dh * (kh - 1) - 1) // sh + 1
+        ow = (x.shape[4] - dw * (kw - 1) - 1) // sw + 1
+        t0, h0, w0 = off[0] * dt, off[1] * dh, off[2] * dw
+        return x[:, :, t0:t0 + st * (ot - 1) + 1:st, h0:h0 + sh * (oh - 1) + 1:sh, w0:w0 + sw * (ow - 1) + 1:sw]
 
 
 def set_conv_impl(net, impl):
