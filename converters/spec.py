@@ -8,6 +8,10 @@ names and shapes are identical by design.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -134,7 +138,88 @@ def build_meta(fam, kwargs):
         raise ConversionError(f"cannot build {cls.__name__} from {kwargs}: {type(e).__name__}: {e}") from None
 
 
+# --- the oracle cache ---------------------------------------------------------------------------------------
+# Building the meta model costs torch's import plus a first meta-device run (~5 s for STDiT3-XL/2, mostly
+# one-time torch warm-up). The spec is a pure function of the model code and kwargs, so it is cached as JSON,
+# keyed by the family, the kwargs, the torch version and a hash of every .py file of the PyTorch reference and
+# the family modules. OPENSORA_DUAL_SPEC_CACHE=0 disables it; OPENSORA_DUAL_CACHE sets the folder.
+_CODE_HASH = None
+
+
+def _cache_dir():
+    if os.environ.get("OPENSORA_DUAL_SPEC_CACHE", "1") == "0":
+        return None
+    base = os.environ.get("OPENSORA_DUAL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "opensora_dual")
+    return os.path.join(base, "specs")
+
+
+def _code_hash():
+    global _CODE_HASH
+    if _CODE_HASH is None:
+        import importlib.metadata
+        import importlib.util
+
+        h = hashlib.sha256()
+        try:
+            h.update(importlib.metadata.version("torch").encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        for pkg in ("pt_reference", "opensora_dual", "converters"):
+            spec = importlib.util.find_spec(pkg)
+            for root in (spec.submodule_search_locations or []) if spec else []:
+                for dirpath, dirnames, files in sorted(os.walk(root)):
+                    dirnames.sort()
+                    for f in sorted(files):
+                        if f.endswith(".py"):
+                            p = os.path.join(dirpath, f)
+                            h.update(os.path.relpath(p, root).encode())
+                            with open(p, "rb") as fh:
+                                h.update(fh.read())
+        _CODE_HASH = h.hexdigest()
+    return _CODE_HASH
+
+
+def _cache_path(fam, kwargs):
+    d = _cache_dir()
+    if d is None:
+        return None
+    key = json.dumps([fam.name, fam.class_path, sorted(kwargs.items()), _code_hash()], default=repr)
+    return os.path.join(d, hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+
+
+def _load_cached(path, origin):
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+        params = {r[0]: ParamSpec(r[0], tuple(r[1]), r[2], r[3], r[4],
+                                  {k: (tuple(v) if isinstance(v, list) else v) for k, v in r[5].items()})
+                  for r in rows}
+        return ModelSpec(params, origin)
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return None
+
+
+def _store_cached(path, spec):
+    rows = [[p.name, list(p.shape), p.dtype, p.kind, p.local,
+             {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.info.items()}] for p in spec.params.values()]
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(rows, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass   # a read-only cache only costs time
+
+
 def spec_for(fam, kwargs, origin, preset=None) -> ModelSpec:
-    spec = spec_from_torch(build_meta(fam, kwargs), origin)
+    """The spec of ``fam``'s model built with ``kwargs`` (meta device), from the cache when possible."""
+    path = _cache_path(fam, kwargs)
+    spec = _load_cached(path, origin) if path and os.path.exists(path) else None
+    if spec is None:
+        spec = spec_from_torch(build_meta(fam, kwargs), origin)
+        if path:
+            _store_cached(path, spec)
     spec.family, spec.kwargs, spec.preset = fam, dict(kwargs), preset
     return spec

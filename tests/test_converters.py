@@ -26,6 +26,11 @@ PRESET = "STDiT3-S/2"
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(autouse=True)
+def _spec_cache(tmp_path_factory, monkeypatch):
+    """Tests use their own oracle cache (shared across the session, never the user's)."""
+    monkeypatch.setenv("OPENSORA_DUAL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
 def _rand_state(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -345,6 +350,24 @@ def test_mindone_prefixes_are_stripped(tmp_path):
     p = str(tmp_path / "wrapped.ckpt")
     ms.save_checkpoint(items, p)
     assert C.verify(p, model=spec)["dialect"] == "mindone"
+
+
+def test_spec_cache_equals_a_fresh_meta_build(tmp_path, monkeypatch):
+    from converters import spec as S
+
+    monkeypatch.setenv("OPENSORA_DUAL_CACHE", str(tmp_path / "c"))
+    for name in (PRESET, "STDiT3-XL/2"):
+        fam, kw = registry.resolve(name)
+        fresh = S.spec_from_torch(S.build_meta(fam, kw))
+        first = S.spec_for(fam, kw, "x")                  # builds and stores
+        assert os.path.exists(S._cache_path(fam, kw))
+        cached = S.spec_for(fam, kw, "x")                 # loads
+        assert cached.params == fresh.params == first.params
+    n = len(os.listdir(tmp_path / "c" / "specs"))
+    S.spec_for(fam, dict(kw, depth=3), "x")               # other kwargs, other entry
+    assert len(os.listdir(tmp_path / "c" / "specs")) == n + 1
+    monkeypatch.setenv("OPENSORA_DUAL_SPEC_CACHE", "0")
+    assert S._cache_path(fam, kw) is None
 
 
 def test_every_dialect_rule_inverts_exactly():
