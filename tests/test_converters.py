@@ -701,6 +701,12 @@ def test_interrupted_write_leaves_nothing(tmp_path, release, monkeypatch, dst, t
     with pytest.raises(KeyboardInterrupt):
         C.convert(release, str(out / dst), to=to, progress=False)
     _no_leftovers(out)
+    if to != "release":   # an existing file survives an interrupted rewrite, unchanged
+        (out / dst).write_bytes(b"old contents")
+        calls["n"] = 0
+        with pytest.raises(KeyboardInterrupt):
+            C.convert(release, str(out / dst), to=to, progress=False)
+        assert (out / dst).read_bytes() == b"old contents" and os.listdir(out) == [dst]
     # an existing release folder survives a failed rewrite
     if to == "release":
         monkeypatch.setattr(tqdm.tqdm, "update", orig)
@@ -803,3 +809,16 @@ def test_streaming_peak_rss_on_a_large_file(tmp_path, src_name, dtype):
     grew_mib = (peak - base) / 1024
     assert grew_mib < 100, f"conversion grew RSS by {grew_mib:.0f} MiB for a 384 MiB file"
     assert os.path.getsize(dst) > (190 if dtype == "bf16" else 380) * 2**20
+
+
+def test_cli_interrupt_exit_130_and_inspect_json(tmp_path, release, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(C, "convert", interrupted)
+    code, _, err = _run_cli(["convert", release, str(tmp_path / "x.ckpt")], capsys)
+    assert code == 130 and "no output written" in err and "Traceback" not in err
+    code, out, _ = _run_cli(["inspect", release, "--json", "--limit", "3"], capsys)
+    info = json.loads(out)
+    assert code == 0 and info["tensors"] == 89 and info["dialect"] == "ours" and info["problems"] == {}
+    assert info["config"]["model_type"] == "STDiT3" and len(info["keys"]) == 3
