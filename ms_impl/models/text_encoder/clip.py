@@ -14,8 +14,8 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, mint, nn, ops
 
-from ms_impl.layers import Embedding, LayerNorm, scaled_dot_product_attention
-from ms_impl.models.text_encoder.common import Linear, attention, get_activation
+from ms_impl.layers import Embedding, LayerNorm, Linear, scaled_dot_product_attention
+from ms_impl.models.text_encoder.common import attention, get_activation
 
 
 class CLIPTextEmbeddings(nn.Cell):

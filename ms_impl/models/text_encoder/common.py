@@ -5,9 +5,6 @@ import math
 import mindspore as ms
 from mindspore import mint, nn, ops
 
-from ms_impl import layers
-from ms_impl.device import on_ascend
-
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -107,29 +104,3 @@ def attention(q, k, v, mask=None, bias=None, scale=1.0, scores_fp32=True):
     probs = mint.softmax(scores, dim=-1).astype(dtype)
     return mint.matmul(probs, v)
 
-
-class Linear(layers.Linear):
-    """The layer kit's Linear, with one rounding for half precision with a bias on CPU.
-
-    The kit computes ``linear(x16, w16, b16)`` in fp16: the product is rounded to fp16, then the bias is added
-    and rounded again. torch adds the bias inside its fp32 accumulator and rounds once. Measured (x [231, 64],
-    w [64, 64], vs an fp64 reference on the same fp16 numbers): torch 2.04e-4, kit 2.88e-4 (x1.41), this
-    2.04e-4; the CLIP attention case fails its noise-floor gate (1.23 > 1.2) with the kit's rounding. Here the
-    fp16-rounded operands are widened to fp32, multiplied and biased in fp32 and rounded once. ``single_rounding``
-    is off on Ascend (its fused fp16 matmul accumulates in fp32 and adds the bias before rounding).
-    """
-
-    def __init__(self, in_features, out_features, bias=True):
-        super().__init__(in_features, out_features, bias)
-        self.single_rounding = not on_ascend()
-
-    def construct(self, x):
-        w = self._cast(self.weight)
-        x = self._cast(x)
-        if self.bias is None:
-            return mint.nn.functional.linear(x, w, None)
-        b = self._cast(self.bias)
-        if self.single_rounding and self.compute_dtype != ms.float32:
-            y = mint.nn.functional.linear(x.astype(ms.float32), w.astype(ms.float32), b.astype(ms.float32))
-            return y.astype(self.compute_dtype)
-        return mint.nn.functional.linear(x, w, b)

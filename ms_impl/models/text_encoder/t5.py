@@ -69,12 +69,16 @@ class T5LayerNorm(nn.Cell):
 
 
 class _KeepFP32Linear(Linear):
-    """``wo``: transformers keeps it in fp32 when the model is loaded in half precision; the input is cast up."""
+    """``wo``: transformers keeps it in fp32 when the model is loaded in half precision (the input is cast up and
+    the output stays fp32). ``keep_fp32 = False``: the layer kit's Linear in the compute dtype."""
 
     keep_fp32 = True
 
-    def _cast(self, x):
-        return x.astype(ms.float32) if self.keep_fp32 else x.astype(self.compute_dtype)
+    def construct(self, x):
+        if self.keep_fp32:
+            b = None if self.bias is None else self.bias
+            return mint.nn.functional.linear(x.astype(ms.float32), self.weight, b)
+        return super().construct(x)
 
 
 class T5DenseActDense(nn.Cell):
