@@ -12,7 +12,7 @@ import numpy as np
 from converters import dtypes, rules
 from converters.atomic import atomic_dir, atomic_file
 from converters.checkpoint import Checkpoint, read_checkpoint
-from converters.engine import choose_plan, make_plan, problem_message
+from converters.engine import choose_plan, problem_message
 from converters.errors import ConversionError
 from converters.families import (converter_hooks, family_from_config, kwargs_from_config, resolve_preset)
 from converters.spec import ModelSpec, ms_named_params, spec_for, spec_from_model, spec_from_torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _open_file(path):
 
 
 def _sniff(path):
-    """Reject files whose bytes do not look like their extension claims, with a clear message."""
+    """An empty file is its own clear error (the format readers then check their own structure)."""
     size = os.path.getsize(path)
     if size == 0:
         raise ConversionError(f"{path}: empty file")
