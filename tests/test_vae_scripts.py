@@ -134,3 +134,25 @@ def test_output_paths_and_frame_counts():
     assert [decode_vae.max_frames(vae, t) for t in (1, 5, 6, 15)] == [4, 17, 21, 51]
     x = infer_vae.preprocess(np.zeros((3, 27, 35, 3), np.uint8), None, 8)
     assert x.shape == (1, 3, 3, 24, 32) and x.min() == -1.0
+
+
+def test_yaml_configs_match_presets():
+    """configs/vae/*.yaml are the registered presets (data, same keys for both backends)."""
+    import yaml
+
+    from opensora_dual.registry import resolve
+
+    def norm(v):
+        if isinstance(v, (list, tuple)):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return v
+
+    for fname in ("autoencoder_kl.yaml", "vae_temporal.yaml", "opensora_vae_v1_2.yaml"):
+        with open(os.path.join(ROOT, "configs", "vae", fname)) as f:
+            cfg = yaml.safe_load(f)
+        cfg.pop("ms_switches", None)
+        for name, kwargs in cfg.items():
+            _, preset = resolve(name)
+            assert norm(preset) == norm(kwargs), (fname, name)
