@@ -253,7 +253,9 @@ class PositionEmbedding2D(nn.Module):
         assert dim % 4 == 0, "dim must be divisible by 4"
         self.dim = dim
         half_dim = dim // 2
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, half_dim, 2).float() / half_dim))
+        # Built on the CPU even under a meta-device context (converter shape oracles): the op on meta pulls in
+        # torch._dynamo (1.6 s); the buffer is non-persistent, so this changes no key.
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, half_dim, 2, device="cpu").float() / half_dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _get_sin_cos_emb(self, t):
