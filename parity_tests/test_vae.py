@@ -250,17 +250,21 @@ def test_latent_length_rules():
 
 
 # ------------------------------------------------------------------------- full-size configs on a tiny video
+# 17 frames of 16x16 (latent 5x2x2): the whole released architecture on one 17-frame chunk. 64x64 was measured
+# too (fp32: latent rel_fro 3.0e-6, video 8.9e-6; fp16: 2.7e-3 / 6.2e-3) but costs ~5 min of CPU per run here.
+# The fp16 full-size case does not re-measure the noise floor (a PyTorch fp16 run of the full VAE takes ~1 min on
+# CPU); measured on this input: PyTorch fp16 vs fp32 latent 1.56e-3, video 4.06e-3; port fp16 1.44e-3 / 4.12e-3.
 FULL_CASES = [
     Case("full_sdxl_vae_sampled", lambda: build("sdxl-vae", "pt"), lambda: build("sdxl-vae", "ms"),
          lambda rng: {"sample": video(rng, 1, 3, 64, 64), "noise": randn(rng, 1, 4, 8, 8)}, level="model_full"),
     Case("full_vae_temporal_sampled", lambda: build("VAE_Temporal_SD", "pt"), lambda: build("VAE_Temporal_SD", "ms"),
          lambda rng: {"x": randn(rng, 1, 4, 17, 8, 8), "noise": randn(rng, 1, 4, 5, 8, 8)}, level="model_full"),
-    Case("full_pipeline_roundtrip_17x64x64", lambda: build("OpenSoraVAE_V1_2", "pt"),
-         lambda: build("OpenSoraVAE_V1_2", "ms"), pipeline_inputs(1, 17, 64, 64, f=8), level="model_full",
+    Case("full_pipeline_roundtrip_17x16x16", lambda: build("OpenSoraVAE_V1_2", "pt"),
+         lambda: build("OpenSoraVAE_V1_2", "ms"), pipeline_inputs(1, 17, 16, 16, f=8), level="model_full",
          call=pipeline_roundtrip, capture=False, cache_key="vae_pipe_full"),
-    Case("full_pipeline_roundtrip_17x64x64", lambda: build("OpenSoraVAE_V1_2", "pt"),
-         lambda: build("OpenSoraVAE_V1_2", "ms"), pipeline_inputs(1, 17, 64, 64, f=8), level="model_full",
-         dtype="fp16", call=pipeline_roundtrip, capture=False, cache_key="vae_pipe_full"),
+    Case("full_pipeline_roundtrip_17x16x16", lambda: build("OpenSoraVAE_V1_2", "pt"),
+         lambda: build("OpenSoraVAE_V1_2", "ms"), pipeline_inputs(1, 17, 16, 16, f=8), level="model_full",
+         dtype="fp16", call=pipeline_roundtrip, capture=False, cache_key="vae_pipe_full", noise_floor=False),
 ]
 
 
