@@ -328,3 +328,16 @@ def test_clamp_cases_really_overflow():
         assert torch.isinf(pre[..., 0]).all() and torch.isfinite(pre[..., 1:]).all(), case.name
         if sublayer == "layer.1":  # the FF clamp is the block's last op
             assert (out[..., 0] == 64512.0).all(), case.name
+
+
+def test_keep_wo_fp32_switch():
+    """The model-level switch reaches every ``wo``: with it (transformers' half T5) a block's output is fp32,
+    without it (a wholly half model) fp16."""
+    import mindspore as ms
+    from ms_impl.layers import set_compute_dtype
+
+    model = set_compute_dtype(M.T5EncoderModel(**SMALL), ms.float16)
+    h = ms.Tensor(np.random.default_rng(0).standard_normal((1, 8, SMALL["d_model"])).astype(np.float16))
+    assert model.keep_wo_fp32 and model.encoder.block[0](h)[0].dtype == ms.float32
+    model.keep_wo_fp32 = False
+    assert not model.keep_wo_fp32 and model.encoder.block[0](h)[0].dtype == ms.float16
