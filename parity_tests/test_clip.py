@@ -14,7 +14,7 @@ import transformers
 from transformers.models.clip import modeling_clip as HF
 
 from opensora_dual.registry import resolve
-from parity_tests.engine import Case, assert_case, default_row_level
+from parity_tests.engine import Case, assert_case, default_row_level, fill_zero_parameters
 
 import ms_impl.models.text_encoder.clip as M
 import pt_reference.models.text_encoder.clip as P
@@ -24,6 +24,17 @@ _, LARGE = resolve("CLIP-L/14-text")
 SMALL_NEW_EOS = dict(SMALL, bos_token_id=510, eos_token_id=511, pad_token_id=511)
 B, L = 3, 77
 D = SMALL["hidden_size"]
+
+
+def randomized(factory):
+    """transformers initialises CLIP's biases (projections, MLP, LayerNorm) to zero, which would leave the
+    bias paths untested: fill every all-zero parameter with small random values."""
+    @functools.wraps(factory)
+    def build():
+        module = factory()
+        fill_zero_parameters(module)
+        return module
+    return build
 
 
 def clip_rows(name, module):
@@ -111,7 +122,7 @@ def ms_layer():
 
 
 def pt_model(**kw):
-    return functools.partial(P.CLIPTextModel, **kw)
+    return randomized(functools.partial(P.CLIPTextModel, **kw))
 
 
 def ms_model(**kw):
@@ -119,14 +130,15 @@ def ms_model(**kw):
 
 
 CASES = [
-    Case("clip_embeddings", pt_embeddings, ms_embeddings, embedding_inputs, "layer"),
-    Case("clip_attention", pt_attention, ms_attention, attention_inputs, "layer", row_level=clip_rows),
-    Case("clip_attention", pt_attention, ms_attention, attention_inputs, "layer", dtype="fp16",
+    Case("clip_embeddings", randomized(pt_embeddings), ms_embeddings, embedding_inputs, "layer"),
+    Case("clip_attention", randomized(pt_attention), ms_attention, attention_inputs, "layer", row_level=clip_rows),
+    Case("clip_attention", randomized(pt_attention), ms_attention, attention_inputs, "layer", dtype="fp16",
          row_level=clip_rows, noise_floor="attention"),
-    Case("clip_mlp", pt_mlp, ms_mlp, hidden, "layer"),
-    Case("clip_mlp", pt_mlp, ms_mlp, hidden, "layer", dtype="fp16"),
-    Case("clip_encoder_layer", pt_layer, ms_layer, attention_inputs, "block", row_level=clip_rows),
-    Case("clip_encoder_layer", pt_layer, ms_layer, attention_inputs, "block", dtype="fp16", row_level=clip_rows),
+    Case("clip_mlp", randomized(pt_mlp), ms_mlp, hidden, "layer"),
+    Case("clip_mlp", randomized(pt_mlp), ms_mlp, hidden, "layer", dtype="fp16"),
+    Case("clip_encoder_layer", randomized(pt_layer), ms_layer, attention_inputs, "block", row_level=clip_rows),
+    Case("clip_encoder_layer", randomized(pt_layer), ms_layer, attention_inputs, "block", dtype="fp16",
+         row_level=clip_rows),
     # whole tower, small config; v2.0 calls it without a mask (causal only)
     Case("clip_small_eos2_nomask", pt_model(**SMALL), ms_model(**SMALL), model_inputs(SMALL, False),
          "model_small", row_level=clip_rows, cache_key="clip_small"),

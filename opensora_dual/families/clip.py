@@ -31,6 +31,28 @@ PRESETS = {
 }
 
 
+def example_inputs(kwargs: dict, rng, batch=2, length=77) -> dict:
+    """Parity-report inputs shaped like CLIP's tokenizer output: BOS, words, EOT, EOT padding (EOT = the
+    largest id); no attention mask (v2.0 calls the tower with causal attention only)."""
+    import numpy as np
+
+    vocab = kwargs.get("vocab_size", CONFIG_DEFAULTS["vocab_size"])
+    lens = np.array([length, 9])[:batch]
+    ids = rng.integers(1, vocab - 2, (batch, length))
+    ids[:, 0] = vocab - 2
+    ids[np.arange(length)[None] >= lens[:, None] - 1] = vocab - 1
+    return {"input_ids": ids.astype(np.int64)}
+
+
+def row_level(name: str, module) -> str:
+    kind = type(module).__name__
+    if kind == "CLIPEncoderLayer":
+        return "block"
+    if kind == "CLIPEncoder":
+        return None
+    return "layer"
+
+
 def config_from_json(cfg: dict) -> dict:
     if isinstance(cfg.get("text_config"), dict):  # a whole-CLIP config.json
         cfg = cfg["text_config"]
@@ -59,5 +81,9 @@ FAMILY = register(Family(
                        "embeddings.position_ids"],
         },
         "model_max_length": 77,
+        # parity report hooks (parity_tests/report.py)
+        "example_inputs": example_inputs,
+        "full_size_presets": ("CLIP-L/14-text", "openai/clip-vit-large-patch14"),
+        "parity_case": {"row_level": row_level},
     },
 ))

@@ -33,6 +33,28 @@ PRESETS = {
 MODEL_MAX_LENGTH = {"v1.0": 120, "v1.1": 200, "v1.2": 300, "v2.0": 512}
 
 
+def example_inputs(kwargs: dict, rng, batch=2, length=64) -> dict:
+    """Parity-report inputs: token ids ending in </s> (id 1), padded with 0, the second row shorter."""
+    import numpy as np
+
+    lens = np.array([length, length // 2])[:batch]
+    mask = (np.arange(length)[None] < lens[:, None]).astype(np.int64)
+    ids = rng.integers(2, kwargs.get("vocab_size", CONFIG_DEFAULTS["vocab_size"]), (batch, length))
+    ids[np.arange(batch), lens - 1] = 1
+    return {"input_ids": (ids * mask).astype(np.int64), "attention_mask": mask}
+
+
+def row_level(name: str, module) -> str:
+    """Per-layer ceilings: T5 sub-layers and blocks are "T5 layers" (block level); the stack's output is the
+    model's; the rest are layers."""
+    kind = type(module).__name__
+    if kind in ("T5LayerSelfAttention", "T5LayerFF", "T5Block"):
+        return "block"
+    if kind == "T5Stack":
+        return None
+    return "layer"
+
+
 def config_from_json(cfg: dict) -> dict:
     return {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
 
@@ -59,5 +81,9 @@ FAMILY = register(Family(
             "ignore": ["decoder.*", "lm_head.*", "encoder.embed_tokens.weight"],
         },
         "model_max_length": MODEL_MAX_LENGTH,
+        # parity report hooks (parity_tests/report.py)
+        "example_inputs": example_inputs,
+        "full_size_presets": ("T5-v1.1-XXL", "DeepFloyd/t5-v1_1-xxl", "google/t5-v1_1-xxl"),
+        "parity_case": {"row_level": row_level},
     },
 ))
