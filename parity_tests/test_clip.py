@@ -150,6 +150,8 @@ CASES = [
          "model_small", mode="graph", capture=False, cache_key="clip_small"),
     Case("clip_small_eos2_nomask", pt_model(**SMALL), ms_model(**SMALL), model_inputs(SMALL, False),
          "model_small", dtype="fp16", row_level=clip_rows, cache_key="clip_small"),
+    Case("clip_small_eos2_mask", pt_model(**SMALL), ms_model(**SMALL), model_inputs(SMALL, True),
+         "model_small", dtype="fp16", mode="graph", capture=False, cache_key="clip_small"),
 ]
 
 FULL_CASES = [

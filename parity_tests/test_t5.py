@@ -280,6 +280,8 @@ CASES = [
          capture=False, cache_key="t5_small"),
     Case("t5_small", pt_model(**SMALL), ms_model(**SMALL), model_inputs(), "model_small", dtype="fp16",
          row_level=t5_rows, cache_key="t5_small"),
+    Case("t5_small", pt_model(**SMALL), ms_model(**SMALL), model_inputs(), "model_small", dtype="fp16",
+         mode="graph", capture=False, cache_key="t5_small"),
     Case("t5_small_relu", pt_model(**SMALL_RELU), ms_model(**SMALL_RELU),
          model_inputs(), "model_small", row_level=t5_rows),
     # fp16 overflow clamp, same-dtype reference (module docstring)

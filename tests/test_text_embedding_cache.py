@@ -104,14 +104,14 @@ def test_t5_cache_csv_both_backends_and_resume(tmp_path, t5_release, capfd):
 
 def test_t5_script_prompts_file_v2(tmp_path, t5_release):
     """The CLI end to end (subprocess): a prompts file, release v2.0 (512 tokens, no cleaning, no mask to the
-    encoder), MindSpore backend."""
+    encoder), MindSpore backend with the compiled forward."""
     folder, ref_model = t5_release
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(CAPTIONS[:2]) + "\n\n")
     d = tmp_path / "emb"
     env = dict(os.environ, HF_HUB_OFFLINE="1", GLOG_v="3")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "infer_t5.py"), "--prompts", str(prompts),
-                        "--output-dir", str(d), "--weights", folder, "--release", "v2.0", "--no-progress"],
+                        "--output-dir", str(d), "--weights", folder, "--release", "v2.0", "--no-progress", "--jit"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(os.listdir(d)) == ["000000.npz", "000001.npz"]

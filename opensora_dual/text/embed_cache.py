@@ -84,6 +84,7 @@ def build_parser(description, default_release, default_output):
     p.add_argument("--output", default=default_output, choices=["last_hidden_state", "pooler_output"])
     p.add_argument("--backend", default="ms", choices=["ms", "pt"], help="MindSpore (default) or the reference")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--jit", action="store_true", help="MindSpore: compile the forward with ms.jit (graph mode)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -103,7 +104,7 @@ def main(argv, description, default_release, default_output):
     net = load_text_encoder(args.backend, args.weights, args.model, args.dtype)
     embedder = TextEmbedder(net, load_tokenizer(tok_dir), args.backend, args.max_length or release["max_length"],
                             clean=release["clean"] if args.clean is None else args.clean,
-                            mask_to_model=release["mask_to_model"], output=args.output)
+                            mask_to_model=release["mask_to_model"], output=args.output, jit=args.jit)
     stats = run(embedder, items, args.output_dir, args.batch_size, args.overwrite, not args.no_progress)
     print(f"{stats['written']} written, {stats['skipped']} already there, {stats['captions']} captions -> "
           f"{args.output_dir}", file=sys.stderr)
