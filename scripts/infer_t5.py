@@ -10,7 +10,8 @@ behaviour: v1.0/1.1/1.2 clean captions (``text_preprocessing``: clean_caption tw
 give the encoder the mask; v2.0 pads to 512, does not clean and calls the encoder without a mask (the saved
 mask is the tokenizer's either way). The tokenizer comes from the ``--weights`` folder (``spiece.model``) or
 ``--tokenizer``. MindSpore by default, ``--backend pt`` for the reference. Resumable: existing files are skipped
-(``--overwrite`` redoes them); writes are atomic. ``--model PRESET`` uses random weights (tests, demos).
+(``--overwrite`` redoes them); writes are atomic. ``--jit`` compiles the MindSpore forward (``ms.jit``).
+``--model PRESET`` uses random weights (tests, demos).
 """
 import os
 import sys
