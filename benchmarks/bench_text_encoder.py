@@ -11,9 +11,9 @@ d_model 768, 12 heads, d_ff 2048, 12 layers; the full CLIP-L/14 text tower), bat
 PyNative fp16.
 
 Conversion: the release layout of ``google/t5-v1_1-xxl`` (config.json + ``model-0000K-of-0000N.safetensors``
-+ ``model.safetensors.index.json``) with the XXL encoder (24 layers, d_model 4096, d_ff 10240: 4.76 B
++ ``model.safetensors.index.json``, or ``--src-format bin``: ``pytorch_model-0000K-of-0000N.bin`` + index) with the XXL encoder (24 layers, d_model 4096, d_ff 10240: 4.76 B
 parameters, 19 GB in fp32) plus ``encoder.embed_tokens``, ``lm_head`` and the decoder's final norm (the keys an
-encoder-only loader must drop), written shard by shard, one tensor in memory at a time; then
+encoder-only loader must drop), written shard by shard (safetensors: one tensor in memory at a time; .bin: one 2 GB shard); then
 ``python -m converters convert SRC DST.ckpt`` (MindSpore checkpoint, fp32) in a child process whose peak RSS
 is read with ``wait4``. Files are deleted afterwards unless ``--keep``. Numbers only, no pass/fail.
 """
@@ -118,7 +118,7 @@ def xxl_tensors(layers=24):
     return out
 
 
-def write_xxl_release(folder, src_dtype, layers=24, shard_bytes=2 * 1024 ** 3):
+def write_xxl_release(folder, src_dtype, layers=24, shard_bytes=2 * 1024 ** 3, src_format="safetensors"):
     import numpy as np
 
     from converters import dtypes
@@ -145,18 +145,30 @@ def write_xxl_release(folder, src_dtype, layers=24, shard_bytes=2 * 1024 ** 3):
     block = (rng.standard_normal(1 << 20).astype(np.float32) * 0.05)   # tiled: cheap, not constant
     weight_map, total = {}, 0
     for i, shard in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        w = SafetensorsWriter(os.path.join(folder, fname), [(k, st_dtype, s) for k, s in shard], {"format": "pt"})
-        for k, s in shard:
-            n = int(np.prod(s))
-            a = np.resize(block, n).reshape(s)
-            raw, _ = dtypes.cast(*dtypes.to_raw(a), st_dtype)
-            w.write(k, raw)
-            total += raw.nbytes
-            weight_map[k] = fname
-            del a, raw
-        w.close()
-    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
+        if src_format == "safetensors":
+            fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            w = SafetensorsWriter(os.path.join(folder, fname), [(k, st_dtype, s) for k, s in shard],
+                                  {"format": "pt"})
+            for k, s in shard:
+                a = np.resize(block, int(np.prod(s))).reshape(s)
+                raw, _ = dtypes.cast(*dtypes.to_raw(a), st_dtype)
+                w.write(k, raw)
+                total += raw.nbytes
+                weight_map[k] = fname
+                del a, raw
+            w.close()
+        else:  # torch zip pickles: one shard (<= shard_bytes) in memory at a time, as torch.save needs
+            import torch
+
+            fname = f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin"
+            tdt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[src_dtype]
+            sd = {k: torch.from_numpy(np.resize(block, int(np.prod(s))).reshape(s)).to(tdt) for k, s in shard}
+            torch.save(sd, os.path.join(folder, fname))
+            total += sum(t.numel() * t.element_size() for t in sd.values())
+            weight_map.update({k: fname for k in sd})
+            del sd
+    index = "model.safetensors.index.json" if src_format == "safetensors" else "pytorch_model.bin.index.json"
+    with open(os.path.join(folder, index), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f)
     return len(shards), total
 
@@ -173,7 +185,7 @@ def run_child(argv):
     return wall, ru.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), err
 
 
-def bench_convert(workdir, src_dtype, keep, layers=24):
+def bench_convert(workdir, src_dtype, keep, layers=24, src_format="safetensors"):
     src = os.path.join(workdir, "t5-v1_1-xxl-synthetic")
     dst = os.path.join(workdir, "t5-v1_1-xxl-encoder.ckpt")
     report = os.path.join(workdir, "report.json")
@@ -184,14 +196,14 @@ def bench_convert(workdir, src_dtype, keep, layers=24):
         raise SystemExit(f"{workdir}: {free / 1e9:.0f} GB free, the run needs about {need / 1e9:.0f} GB")
     try:
         t0 = time.perf_counter()
-        n_shards, src_bytes = write_xxl_release(src, src_dtype, layers)
+        n_shards, src_bytes = write_xxl_release(src, src_dtype, layers, src_format=src_format)
         t_write = time.perf_counter() - t0
         wall, rss, rc, err = run_child([sys.executable, "-m", "converters", "convert", src, dst, "--no-progress",
                                         "--report", report])
         if rc != 0:
             raise SystemExit(f"conversion failed ({rc}):\n{err}")
         rep = json.load(open(report))
-        row = {"source": f"{n_shards} safetensors shards + index, {src_dtype}", "source_GB": round(src_bytes / 1e9, 2),
+        row = {"source": f"{n_shards} {src_format} shards + index, {src_dtype}", "source_GB": round(src_bytes / 1e9, 2),
                "write_s": round(t_write, 1), "convert_s": round(wall, 1), "peak_rss_GB": round(rss / 1e9, 2),
                "output_GB": round(os.path.getsize(dst) / 1e9, 2), "tensors": rep.get("tensors"),
                "dropped": len(rep.get("dropped", [])), "throughput_GB_s": round(os.path.getsize(dst) / 1e9 / wall, 2)}
@@ -213,6 +225,8 @@ def main():
     ap.add_argument("--workdir", default=os.path.join(REPO, "outputs", "bench_text_encoder"))
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--layers", type=int, default=24, help="encoder layers of the synthetic file (24 = XXL)")
+    ap.add_argument("--src-format", default="safetensors", choices=["safetensors", "bin"],
+                    help="shards as model-*.safetensors or pytorch_model-*.bin (torch zip pickles)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
@@ -220,7 +234,7 @@ def main():
     if args.part in ("encoders", "all"):
         results["encoders"] = bench_encoders(args.repeats)
     if args.part in ("convert", "all"):
-        results["convert"] = bench_convert(args.workdir, args.src_dtype, args.keep, args.layers)
+        results["convert"] = bench_convert(args.workdir, args.src_dtype, args.keep, args.layers, args.src_format)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
