@@ -8,6 +8,7 @@ transformers' ``PrefixChange(prefix_to_remove="text_model")``) and drops the res
 """
 from converters.rules import StripPrefix
 from opensora_dual.registry import Family, register
+from opensora_dual.text import config as text_config
 
 CONFIG_DEFAULTS = dict(
     vocab_size=49408, hidden_size=512, intermediate_size=2048, projection_dim=512, num_hidden_layers=12,
@@ -16,19 +17,10 @@ CONFIG_DEFAULTS = dict(
     eos_token_id=49407,
 )
 
-# openai/clip-vit-large-patch14 text_config. Its eos_token_id is the stale 2, which makes transformers pool at
-# argmax(input_ids) (EOT 49407 is the largest id); the twins keep that rule.
-CLIP_L14_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, projection_dim=768,
-                     num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
-                     hidden_act="quick_gelu", layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
-
-PRESETS = {
-    "CLIP-L/14-text": CLIP_L14_TEXT,
-    "openai/clip-vit-large-patch14": CLIP_L14_TEXT,   # upstream v2.0 id
-    "CLIP-S-text": dict(vocab_size=512, hidden_size=64, intermediate_size=128, projection_dim=64,
-                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-                        pad_token_id=1, bos_token_id=0, eos_token_id=2),
-}
+# Registered names -> constructor kwargs: configs/text_encoder/clip.yaml. CLIP-L/14-text is
+# openai/clip-vit-large-patch14's text_config, whose eos_token_id is the stale 2: transformers then pools at
+# argmax(input_ids) (EOT 49407 is the largest id), and the twins keep that rule.
+PRESETS = text_config.presets("clip")
 
 
 def example_inputs(kwargs: dict, rng, batch=2, length=77) -> dict:

@@ -6,6 +6,7 @@ folders (``config.json`` with ``model_type`` "t5", ``spiece.model``, sharded ``p
 encoder-decoder; the encoder twins ignore ``decoder.*`` and ``lm_head.*``.
 """
 from opensora_dual.registry import Family, register
+from opensora_dual.text import config as text_config
 
 # T5Config fields the encoder twins take (transformers 5.23 defaults).
 CONFIG_DEFAULTS = dict(
@@ -14,23 +15,12 @@ CONFIG_DEFAULTS = dict(
     layer_norm_epsilon=1e-6, initializer_factor=1.0, feed_forward_proj="relu", pad_token_id=0, eos_token_id=1,
 )
 
-# T5 v1.1 XXL as released (google/t5-v1_1-xxl config.json; DeepFloyd's copy is the same model).
-T5_V11_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                  relative_attention_num_buckets=32, relative_attention_max_distance=128, dropout_rate=0.1,
-                  layer_norm_epsilon=1e-6, feed_forward_proj="gated-gelu")
+# Registered names -> constructor kwargs: configs/text_encoder/t5.yaml (T5-v1.1-XXL as released in
+# google/t5-v1_1-xxl = DeepFloyd/t5-v1_1-xxl, under both upstream ids; T5-S, this project's small config).
+PRESETS = text_config.presets("t5")
 
-PRESETS = {
-    "T5-v1.1-XXL": T5_V11_XXL,
-    "DeepFloyd/t5-v1_1-xxl": T5_V11_XXL,     # upstream v1.x `from_pretrained` id
-    "google/t5-v1_1-xxl": T5_V11_XXL,        # upstream v2.0 id
-    # this project's small config for tests and the demo (the XXL layer widths are tested with 1-2 layers)
-    "T5-S": dict(vocab_size=512, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-                 relative_attention_num_buckets=32, relative_attention_max_distance=128,
-                 feed_forward_proj="gated-gelu"),
-}
-
-# Open-Sora's text lengths (facts section 4): tokenizer max_length per release.
-MODEL_MAX_LENGTH = {"v1.0": 120, "v1.1": 200, "v1.2": 300, "v2.0": 512}
+# Open-Sora's text lengths (facts section 4): tokenizer max_length per release (configs/text_encoder/t5.yaml).
+MODEL_MAX_LENGTH = {r: v["max_length"] for r, v in text_config.releases().items() if not r.endswith("-clip")}
 
 
 def example_inputs(kwargs: dict, rng, batch=2, length=64) -> dict:

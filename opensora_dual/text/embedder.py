@@ -10,16 +10,12 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from opensora_dual.text import config as text_config
 from opensora_dual.text.cleaning import text_preprocessing
 from opensora_dual.text.tokenization import tokenize
 
-RELEASES = {
-    "v1.0": dict(max_length=120, clean=True, mask_to_model=True),
-    "v1.1": dict(max_length=200, clean=True, mask_to_model=True),
-    "v1.2": dict(max_length=300, clean=True, mask_to_model=True),
-    "v2.0": dict(max_length=512, clean=False, mask_to_model=False),
-    "v2.0-clip": dict(max_length=77, clean=False, mask_to_model=False),
-}
+# {release: max_length, clean, mask_to_model}: configs/text_encoder/*.yaml ("releases")
+RELEASES = text_config.releases()
 
 
 def load_text_encoder(backend, weights=None, model=None, dtype="fp32", **overrides):
