@@ -76,7 +76,8 @@ def collect(inputs):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--latents", nargs="+", required=True, help=".npz files or folders of them")
     ap.add_argument("--output-dir", required=True)
     src = ap.add_mutually_exclusive_group(required=True)

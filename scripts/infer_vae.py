@@ -48,7 +48,7 @@ def load_vae(backend, weights=None, model=None, dtype="fp32", micro_batch_size=N
         ms.set_context(mode=ms.PYNATIVE_MODE)
     from converters import load_state_into, read_checkpoint
     from converters.families import family_from_config
-    from opensora_dual.registry import get_family, resolve
+    from opensora_dual.registry import resolve
 
     if (weights is None) == (model is None):
         raise SystemExit("give exactly one of --weights or --model")
@@ -178,11 +178,13 @@ def read_csv_paths(csv_path):
 
 # ------------------------------------------------------------------------------------------- main
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--csv", required=True)
     ap.add_argument("--output-dir", required=True)
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--weights", help="OpenSora-VAE-v1.2 release folder, diffusers AutoencoderKL folder, or converted file")
+    src.add_argument("--weights", help="OpenSora-VAE-v1.2 release folder, diffusers AutoencoderKL folder, "
+                                       "or converted file")
     src.add_argument("--model", help="registered preset with random weights (e.g. OpenSoraVAE_V1_2-S)")
     ap.add_argument("--backend", choices=("ms", "pt"), default="ms")
     ap.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")

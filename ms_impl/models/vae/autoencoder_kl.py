@@ -147,7 +147,8 @@ class UpDecoderBlock2D(nn.Cell):
 class UNetMidBlock2D(nn.Cell):
     def __init__(self, channels, groups, add_attention=True):
         super().__init__()
-        self.resnets = nn.CellList([ResnetBlock2D(channels, channels, groups), ResnetBlock2D(channels, channels, groups)])
+        self.resnets = nn.CellList([ResnetBlock2D(channels, channels, groups),
+                                    ResnetBlock2D(channels, channels, groups)])
         self.attentions = nn.CellList([Attention(channels, groups) if add_attention else Identity()])
 
     def construct(self, x):

@@ -172,7 +172,10 @@ class VideoAutoencoderPipeline(nn.Cell):
         results = []
         for group in _groups(self._frame_chunks(x_z.shape[2]), max(1, int(self.temporal_chunk_batch)),
                              key=lambda s: s[1] - s[0]):
-            xs = mint.cat([x_z[:, :, i:j] for i, j in group], dim=0) if len(group) > 1 else x_z[:, :, group[0][0]:group[0][1]]
+            if len(group) > 1:
+                xs = mint.cat([x_z[:, :, i:j] for i, j in group], dim=0)
+            else:
+                xs = x_z[:, :, group[0][0]:group[0][1]]
             posterior = self.temporal_vae.encode(xs)
             if len(group) == 1:
                 results.append(posterior)
@@ -203,7 +206,8 @@ class VideoAutoencoderPipeline(nn.Cell):
             means.append(posterior.mean)
             stds.append(posterior.std)
         mean, std = mint.cat(means, dim=2), mint.cat(stds, dim=2)
-        return (mean - self.shift.astype(mean.dtype)) / self.scale.astype(mean.dtype), std / self.scale.astype(std.dtype)
+        scale, shift = self.scale.astype(mean.dtype), self.shift.astype(mean.dtype)
+        return (mean - shift) / scale, std / scale
 
     def decode(self, z, num_frames=None):
         z = _tensor(z)

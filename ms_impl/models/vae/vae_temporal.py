@@ -6,7 +6,7 @@ the rest of the network (GroupNorm, SiLU, residual sums, the posterior) can stay
 Ascend and to fp32 elsewhere; on CPU the fp16 setting is what the suite tests against the fp32 reference.
 """
 import mindspore as ms
-from mindspore import mint, nn, ops
+from mindspore import nn, ops
 
 from ms_impl.device import on_ascend
 from ms_impl.layers import GroupNorm, Identity, SiLU

@@ -167,7 +167,8 @@ class UNetMidBlock2D(nn.Module):
 
     def __init__(self, channels, groups, add_attention=True):
         super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, groups), ResnetBlock2D(channels, channels, groups)])
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, groups),
+                                      ResnetBlock2D(channels, channels, groups)])
         self.attentions = nn.ModuleList([Attention(channels, groups) if add_attention else Identity()])
 
     def forward(self, x):

@@ -10,8 +10,6 @@ Differences from upstream, all for parity testing: the posterior is sampled with
 (``spatial_noise`` / ``temporal_noise``; ``None`` = posterior mode) instead of ``torch.randn`` inside, and the
 constructors build the architecture only; weights are loaded by ``converters.from_pretrained``.
 """
-import json
-import os
 
 import torch
 from torch import nn
@@ -82,6 +80,9 @@ class VideoAutoencoderKL(nn.Module):
         frames = _to_frames(z)
         out = [self.module.decode(frames[i:j] / self.scaling_factor) for i, j in self._chunks(frames.shape[0])]
         return _from_frames(torch.cat(out, dim=0), b)
+
+    def forward(self, x, noise=None):
+        return self.decode(self.encode(x, noise))
 
     def get_latent_size(self, input_size):
         return [None if s is None else s // p for s, p in zip(input_size, self.patch_size)]

@@ -5,7 +5,6 @@ conv-to-2C + depth-to-space in time in the decoder. Encode pads ``(4 - T % 4) % 
 decode drops as many leading frames. Attribute paths reproduce upstream keys (``encoder.conv_in.conv.weight``,
 ``decoder.block_res_blocks.2.0.conv3.conv.weight``, ...).
 """
-import torch
 import torch.nn.functional as F
 from torch import nn
 
