@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VPY) benchmarks/bench_stdit3.py
 	$(VPY) benchmarks/bench_convert.py
+	$(VPY) benchmarks/bench_text_encoder.py --part encoders
 
 clean:
 	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis

@@ -16,20 +16,33 @@ _NEG = -1e30  # finite: a fully masked row gives a uniform softmax rather than N
 _SOFTMAX_DTYPE = ms.float32 if on_ascend() else ms.float64
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, scale=None, backend="math"):
+def scaled_dot_product_attention(q, k, v, mask=None, scale=None, backend="math", bias=None, scores_fp32=True):
+    """softmax(q*scale @ k^T + bias, masked) @ v.
+
+    ``bias`` is additive (T5's relative position bias). ``scores_fp32``: in low precision, q and k are widened
+    to fp32 before their product, so the scores are not rounded to fp16 before the softmax (Ascend's flash
+    kernel and torch's CPU SDPA accumulate them in fp32). Measured on the T5 attention fp16 case: noise-floor
+    ratio 1.04 with fp32 scores, 1.17 with fp16-rounded ones (gate 1.2).
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if backend == "flash":
-        return _flash(q, k, v, mask, scale)
-    dtype = q.dtype
-    attn = mint.matmul(q * scale, mint.transpose(k, -2, -1))
+        return _flash(q, k, v, mask, scale, bias)
+    dtype = v.dtype
+    if scores_fp32 and q.dtype != ms.float32:
+        q, k = q.astype(ms.float32), k.astype(ms.float32)
+    if scale != 1.0:
+        q = q * scale
+    attn = mint.matmul(q, mint.transpose(k, -2, -1))
     attn = attn.astype(_SOFTMAX_DTYPE)
+    if bias is not None:
+        attn = attn + bias.astype(_SOFTMAX_DTYPE)
     if mask is not None:
         attn = attn.masked_fill(mint.logical_not(mask), _NEG)
     attn = mint.softmax(attn, dim=-1).astype(dtype)
     return mint.matmul(attn, v)
 
 
-def _flash(q, k, v, mask, scale):  # pragma: no cover - Ascend only
+def _flash(q, k, v, mask, scale, bias=None):  # pragma: no cover - Ascend only
     require_ascend("flash attention (ops.flash_attention_score)")
     head_num = q.shape[1]
     in_dtype = q.dtype
@@ -37,5 +50,8 @@ def _flash(q, k, v, mask, scale):  # pragma: no cover - Ascend only
         q, k, v = q.astype(ms.float16), k.astype(ms.float16), v.astype(ms.float16)
     # FlashAttentionScore's attn_mask marks positions to DROP (1 = masked), the opposite of ours.
     fa_mask = None if mask is None else mint.logical_not(mask).astype(ms.uint8)
-    out = ops.flash_attention_score(q, k, v, head_num, attn_mask=fa_mask, scalar_value=scale, input_layout="BNSD")
+    # an additive bias goes in as FlashAttentionScore's positional shift (real_shift / pse)
+    shift = None if bias is None else bias.astype(q.dtype)
+    out = ops.flash_attention_score(q, k, v, head_num, real_shift=shift, attn_mask=fa_mask, scalar_value=scale,
+                                    input_layout="BNSD")
     return out.astype(in_dtype)

@@ -15,7 +15,7 @@ import mindspore as ms
 from mindspore import Tensor, mint, nn, ops
 
 from ms_impl.layers import Embedding, LayerNorm, Linear, scaled_dot_product_attention
-from ms_impl.models.text_encoder.common import attention, get_activation
+from ms_impl.models.text_encoder.common import get_activation
 
 
 class CLIPTextEmbeddings(nn.Cell):
@@ -48,8 +48,8 @@ class CLIPAttention(nn.Cell):
         self.v_proj = Linear(hidden_size, hidden_size)
         self.q_proj = Linear(hidden_size, hidden_size)
         self.out_proj = Linear(hidden_size, hidden_size)
-        # "math": common.attention (fp32 scores, see there); "kit-math" / "flash": the layer kit's paths
-        # (fp16-rounded scores; flash attention is Ascend-only)
+        # "math": fp32 scores in low precision (see the kit's scaled_dot_product_attention); "kit-math":
+        # the scores in the compute dtype; "flash": Ascend only
         self.attention_backend = "math"
 
     def construct(self, hidden_states, attention_mask=None):
@@ -58,11 +58,9 @@ class CLIPAttention(nn.Cell):
         q = mint.transpose(self.q_proj(hidden_states).reshape(shape), 1, 2)
         k = mint.transpose(self.k_proj(hidden_states).reshape(shape), 1, 2)
         v = mint.transpose(self.v_proj(hidden_states).reshape(shape), 1, 2)
-        if self.attention_backend == "math":
-            out = attention(q, k, v, attention_mask, None, self.scale)
-        else:
-            backend = "math" if self.attention_backend == "kit-math" else self.attention_backend
-            out = scaled_dot_product_attention(q, k, v, attention_mask, self.scale, backend)
+        backend = "flash" if self.attention_backend == "flash" else "math"
+        scores_fp32 = self.attention_backend == "math"
+        out = scaled_dot_product_attention(q, k, v, attention_mask, self.scale, backend, None, scores_fp32)
         out = mint.transpose(out, 1, 2).reshape(batch, length, self.embed_dim)
         return self.out_proj(out), None
 

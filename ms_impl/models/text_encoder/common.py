@@ -5,6 +5,8 @@ import math
 import mindspore as ms
 from mindspore import mint, nn, ops
 
+from ms_impl.layers import SiLU
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
@@ -54,13 +56,8 @@ class ReLU(nn.Cell):
         return ops.relu(x)
 
 
-class SiLU(nn.Cell):
-    def construct(self, x):
-        return mint.nn.functional.silu(x)
-
-
 ACT2CLS = {"gelu_new": NewGELU, "gelu_pytorch_tanh": GELUTanh, "gelu": GELU, "quick_gelu": QuickGELU,
-           "relu": ReLU, "silu": SiLU, "swish": SiLU}
+           "relu": ReLU, "silu": SiLU, "swish": SiLU}  # SiLU: the layer kit's
 
 
 def get_activation(name):
@@ -76,31 +73,3 @@ def to_tensor(x, dtype=ms.int32):
     import numpy as np
 
     return ms.Tensor(np.asarray(x)).astype(dtype)
-
-
-_MASKED = -1e30  # finite "minus infinity": a fully masked row gives a uniform softmax, not NaN
-
-
-def attention(q, k, v, mask=None, bias=None, scale=1.0, scores_fp32=True):
-    """softmax(q k^T * scale + bias, masked) v with an fp32 softmax.
-
-    ``scores_fp32`` (default): q and k are widened to fp32 before their product, so in fp16 the scores are
-    not rounded to fp16 before the softmax -- what torch's CPU SDPA does for half inputs (fp32 accumulators
-    for q k^T, probabilities cast back to the input dtype before the product with v). T5's logits are not
-    scaled by 1/sqrt(d), so the rounding matters there: noise-floor ratio of the T5 attention fp16 case 1.17
-    with fp16-rounded scores (the layer kit's math path), 1.04 with this (gate 1.2); CLIP 1.035 vs 1.029.
-    Off: scores in the input dtype. ``mask`` is boolean, True = attend; ``bias`` is additive.
-    """
-    dtype = v.dtype
-    if scores_fp32:
-        q, k = q.astype(ms.float32), k.astype(ms.float32)
-    if scale != 1.0:
-        q = q * scale
-    scores = mint.matmul(q, mint.transpose(k, -2, -1)).astype(ms.float32)
-    if bias is not None:
-        scores = scores + bias.astype(ms.float32)
-    if mask is not None:
-        scores = scores.masked_fill(mint.logical_not(mask), _MASKED)
-    probs = mint.softmax(scores, dim=-1).astype(dtype)
-    return mint.matmul(probs, v)
-

@@ -23,8 +23,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
-from ms_impl.layers import Embedding, Linear
-from ms_impl.models.text_encoder.common import Dropout, attention, get_activation
+from ms_impl.layers import Embedding, Linear, scaled_dot_product_attention
+from ms_impl.models.text_encoder.common import Dropout, get_activation
 
 _FP16_MAX = float(np.finfo(np.float16).max)  # 65504
 
@@ -145,7 +145,7 @@ class T5Attention(nn.Cell):
                                              True, relative_attention_num_buckets, relative_attention_max_distance)
             self._bucket_table = Tensor(table.astype(np.int32))  # not a Parameter: no checkpoint key
         self.compute_dtype = ms.float32
-        self.scores_fp32 = True  # switch: see common.attention
+        self.scores_fp32 = True  # switch: see ms_impl.layers.scaled_dot_product_attention
 
     def compute_bias(self, query_length, key_length):
         """[1, H, Lq, Lk] bias in the compute dtype (the reference's embedding output dtype)."""
@@ -168,7 +168,7 @@ class T5Attention(nn.Cell):
                 position_bias = self.compute_bias(length, length)
             else:
                 position_bias = ops.zeros((1, self.n_heads, length, length), self.compute_dtype)
-        out = attention(q, k, v, mask, position_bias, 1.0, self.scores_fp32)
+        out = scaled_dot_product_attention(q, k, v, mask, 1.0, "math", position_bias, self.scores_fp32)
         out = mint.transpose(out, 1, 2).reshape(batch, length, self.inner_dim)
         return self.o(out), position_bias, None
 
