@@ -60,6 +60,12 @@ def pair(name, *args, **kwargs):
     return (lambda: getattr(P, name)(*args, **kwargs)), (lambda: getattr(M, name)(*args, **kwargs))
 
 
+def native_conv(name, *args, **kwargs):
+    """A conv pair whose port uses the device kernel instead of the CPU default im2col (the conv_impl switch)."""
+    pt_f, ms_f = pair(name, *args, **kwargs)
+    return pt_f, (lambda: M.set_conv_impl(ms_f(), "native"))
+
+
 # id, (pt_factory, ms_factory), inputs, dtypes, noise-floor kind (standard: 1.2 for matmul, norms, attention)
 LAYERS = [
     ("Linear", pair("Linear", 24, 40), normal(3, 5, 24), ("fp32", "fp16"), "matmul"),
@@ -79,6 +85,12 @@ LAYERS = [
      normal(2, 4, 3, 8, 9), ("fp32", "fp16"), "matmul"),
     ("Conv3d-patchify", pair("Conv3d", 4, 12, (1, 2, 2), stride=(1, 2, 2)), normal(1, 4, 3, 8, 6),
      ("fp32", "fp16"), "matmul"),
+    # the same convs through the native kernel (conv_impl "native"; the rows above run the CPU default im2col)
+    ("Conv2d-native", native_conv("Conv2d", 4, 8, 3, stride=2, padding=1), normal(2, 4, 9, 8), ("fp32", "fp16"),
+     "matmul"),
+    ("Conv3d-native", native_conv("Conv3d", 4, 6, 3), normal(1, 4, 5, 6, 7), ("fp32", "fp16"), "matmul"),
+    ("Conv3d-native-stride-pad", native_conv("Conv3d", 4, 6, (1, 2, 2), stride=(1, 2, 2), padding=(0, 1, 1)),
+     normal(2, 4, 3, 8, 9), ("fp32", "fp16"), "matmul"),
     # Embedding: fp32 only. Its table is an fp32 parameter that set_compute_dtype leaves alone (a lookup has
     # no compute), so an "fp16" row would compare the same fp32 numbers again.
     ("Embedding", pair("Embedding", 11, 8), ids(3, 5), ("fp32",), "default"),
@@ -121,7 +133,7 @@ def test_table_covers_the_layer_kit():
     covered = {name.split("-")[0] for name, *_ in LAYERS}
     kit = set(P.__all__) - {"scaled_dot_product_attention"}
     assert kit <= covered, f"layer-kit types without a parity row: {sorted(kit - covered)}"
-    assert set(P.__all__) == set(M.__all__) - {"set_compute_dtype"}
+    assert set(P.__all__) == set(M.__all__) - {"set_compute_dtype", "set_conv_impl"}  # MindSpore-only switches
 
 
 # ------------------------------------------------------------------------ hypothesis: bounded shapes

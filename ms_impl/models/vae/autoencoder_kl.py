@@ -7,8 +7,7 @@ fp32 (layer kit), and the posterior (exp of logvar) is computed in fp32.
 import mindspore as ms
 from mindspore import mint, nn, ops
 
-from ms_impl.layers import GroupNorm, Identity, Linear, SiLU, scaled_dot_product_attention
-from ms_impl.models.vae.conv import Conv2d
+from ms_impl.layers import Conv2d, GroupNorm, Identity, Linear, SiLU, scaled_dot_product_attention
 
 
 class DiagonalGaussianDistribution:

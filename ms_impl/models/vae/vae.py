@@ -27,7 +27,7 @@ from opensora_dual.families.vae_pipeline import SCALE as OPENSORA_V1_2_SCALE  # 
 from opensora_dual.families.vae_pipeline import SHIFT as OPENSORA_V1_2_SHIFT  # noqa: F401
 from opensora_dual.families.vae_pipeline import opensora_v1_2_config
 from ms_impl.models.vae.autoencoder_kl import AutoencoderKL
-from ms_impl.models.vae.conv import set_conv_impl
+from ms_impl.layers import set_conv_impl
 from ms_impl.models.vae.vae_temporal import VAE_Temporal, VAE_Temporal_SD
 
 

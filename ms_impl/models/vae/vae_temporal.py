@@ -9,8 +9,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from ms_impl.device import on_ascend
-from ms_impl.layers import GroupNorm, Identity, SiLU
-from ms_impl.models.vae.conv import Conv3d
+from ms_impl.layers import Conv3d, GroupNorm, Identity, SiLU
 from ms_impl.models.vae.autoencoder_kl import DiagonalGaussianDistribution
 
 
