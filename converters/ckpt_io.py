@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from converters import dtypes
+from converters.copyio import RangeFile
 from converters.errors import ConversionError
 
 CHUNK = 512 * 1024 * 1024   # bytes per value message, as mindspore writes
@@ -215,40 +216,15 @@ def scan(path):
     return out
 
 
-class CkptFile:
+class CkptFile(RangeFile):
     def __init__(self, path):
-        self._fd = None
         self.path = path
         self.entries = scan(path)
-        self._fd = None
 
     def read(self, name):
         dt, shape, chunks = self.entries[name]
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        total = sum(e - b for b, e in chunks)
-        buf = bytearray(total)
-        mv = memoryview(buf)
-        o = 0
-        for b, e in chunks:
-            got = 0
-            while got < e - b:
-                k = os.preadv(self._fd, [mv[o + got:o + (e - b)]], b + got)
-                if k <= 0:
-                    raise ConversionError(f"{self.path}: truncated while reading {name!r}")
-                got += k
-            o += e - b
+        buf = self.read_ranges(chunks, name)
         return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
 
     def ranges(self, name):
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd, list(self.entries[name][2])
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        self.close()
+        return self.fd(), list(self.entries[name][2])

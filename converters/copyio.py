@@ -49,3 +49,42 @@ def copy_span(src_fd, ranges, start, length, dst_fd):
         pos += seg
         if pos >= start + length:
             break
+
+
+class RangeFile:
+    """Base of the readers that know where each tensor's bytes sit in their file (safetensors, zip .pth,
+    .ckpt): the file is opened once, lazily, and a tensor is ``pread`` from its byte ranges into one buffer."""
+
+    path: str
+    _fd = None
+
+    def fd(self):
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def read_ranges(self, ranges, name):
+        """The bytes of ``ranges`` [(begin, end), ...] concatenated, as a bytearray; a short read is an error."""
+        fd = self.fd()
+        buf = bytearray(sum(e - b for b, e in ranges))
+        mv = memoryview(buf)
+        o = 0
+        for b, e in ranges:
+            got = 0
+            while got < e - b:
+                k = os.preadv(fd, [mv[o + got:o + (e - b)]], b + got)
+                if k <= 0:
+                    from converters.errors import ConversionError
+
+                    raise ConversionError(f"{self.path}: truncated while reading {name!r}")
+                got += k
+            o += e - b
+        return buf
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()

@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 
 from converters import dtypes
+from converters.copyio import RangeFile
 from converters.errors import ConversionError
 
 WRAPPERS = ("ema", "state_dict", "model", "module")
@@ -88,7 +89,7 @@ def tensor_to_raw(t):
     return t.numpy(), dt
 
 
-class PthFile:
+class PthFile(RangeFile):
     """Zip-format files are read like safetensors: ``torch.load(map_location="meta")`` gives every tensor's
     dtype/shape and (``_checkpoint_offset``) where its storage sits in the file, so each tensor is then
     ``pread`` on its own (or copied file-to-file). Legacy (non-zip) pickles, big-endian files and
@@ -127,33 +128,16 @@ class PthFile:
     def ranges(self, name):
         if name not in self.offsets:
             return None
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        return self._fd, [self.offsets[name]]
+        return self.fd(), [self.offsets[name]]
 
     def read(self, name):
         dt, shape = self.entries[name]
         if name in self.offsets:
-            b, e = self.offsets[name]
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
-            buf = bytearray(e - b)
-            mv = memoryview(buf)
-            got = 0
-            while got < len(buf):
-                k = os.preadv(self._fd, [mv[got:]], b + got)
-                if k <= 0:
-                    raise ConversionError(f"{self.path}: truncated while reading {name!r}")
-                got += k
+            buf = self.read_ranges([self.offsets[name]], name)
             return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
         raw, dt = tensor_to_raw(self._fallback()[name])
         return np.array(raw, copy=True), dt
 
     def close(self):
         self._full = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        self.close()
+        super().close()

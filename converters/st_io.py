@@ -10,6 +10,7 @@ import struct
 import numpy as np
 
 from converters import dtypes
+from converters.copyio import RangeFile
 from converters.errors import ConversionError
 
 MAX_HEADER = 100 * 1024 * 1024
@@ -56,41 +57,20 @@ def read_header(path):
     return entries, meta
 
 
-class SafetensorsFile:
+class SafetensorsFile(RangeFile):
     def __init__(self, path):
-        self._fd = None
         self.path = path
         self.entries, self.metadata = read_header(path)
-        self._fd = None
 
     def read(self, name):
         dt, shape, b, e = self.entries[name]
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        buf = bytearray(e - b)
-        mv = memoryview(buf)
-        got = 0
-        while got < len(buf):
-            k = os.preadv(self._fd, [mv[got:]], b + got)
-            if k <= 0:
-                raise ConversionError(f"{self.path}: truncated while reading {name!r}")
-            got += k
+        buf = self.read_ranges([(b, e)], name)
         return np.frombuffer(buf, dtype=dtypes.raw_np(dt)).reshape(shape), dt
 
     def ranges(self, name):
         """(fd, [(begin, end)]) of a tensor's bytes in the file."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         _, _, b, e = self.entries[name]
-        return self._fd, [(b, e)]
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self):
-        self.close()
+        return self.fd(), [(b, e)]
 
 
 class SafetensorsWriter:
