@@ -258,12 +258,24 @@ class Embedding(nn.Cell):
         return ops.gather(self.weight, ids, 0)
 
 
+_GELU_TANH_2C = 2.0 * math.sqrt(2.0 / math.pi)
+
+
 class GELU(nn.Cell):
+    """GELU; ``approximate="tanh"`` on CPU is computed as x * sigmoid(2c(x + 0.044715 x^3)), which equals
+    0.5 x (1 + tanh(c(...))) and runs 4x faster than ``ops.gelu`` there (25 ms vs 106 ms on 4.7M elements;
+    1.3e-7 from fp64). In fp32, since x^3 overflows fp16. Ascend keeps the fused kernel."""
+
     def __init__(self, approximate="none"):
         super().__init__()
         self.approximate = approximate
+        self.sigmoid_form = approximate == "tanh" and not on_ascend()
 
     def construct(self, x):
+        if self.sigmoid_form:
+            x32 = x.astype(ms.float32)
+            y = x32 * ops.sigmoid(_GELU_TANH_2C * (x32 + 0.044715 * x32 * x32 * x32))
+            return y.astype(x.dtype)
         return ops.gelu(x, approximate=self.approximate)
 
 
