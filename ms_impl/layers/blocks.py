@@ -99,10 +99,30 @@ class Attention(nn.Cell):
         self.qk_norm_legacy = qk_norm_legacy
         self.proj = Linear(dim, dim)
         self.rope = rope is not None
+        self.sp_size, self.sp_rank = 1, 0  # sequence parallelism: set by the model's switch
+
+    def set_sequence_parallel(self, size, rank):
+        """Ulysses-style: each rank holds 1/size of the sequence; attention runs on the whole sequence for
+        num_heads/size heads. Ascend would use AlltoAll; MindSpore 2.10 has none on CPU ("Unsupported op
+        [AlltoAll] on CPU"), so this gathers the sequence (AllGather) and keeps the rank's heads, which is
+        the same exchange with more traffic."""
+        if self.num_heads % size:
+            raise ValueError(f"sequence parallelism over {size} ranks needs num_heads ({self.num_heads}) divisible by it")
+        self.sp_size, self.sp_rank = size, rank
+        self.all_gather = ops.AllGather()
+
+    def _gather(self, x, axis):
+        """AllGather along ``axis`` (MindSpore's AllGather concatenates on axis 0)."""
+        g = self.all_gather(x).reshape((self.sp_size,) + x.shape)
+        g = mint.permute(g, tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, x.ndim + 1)))
+        return g.reshape(x.shape[:axis] + (self.sp_size * x.shape[axis],) + x.shape[axis + 1:])
 
     def construct(self, x, rope_cos=None, rope_sin=None):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        if self.sp_size > 1:  # gather the sequence, keep this rank's heads
+            heads = self.num_heads // self.sp_size
+            qkv = self._gather(qkv, 1)[:, :, :, self.sp_rank * heads:(self.sp_rank + 1) * heads]
         qkv = mint.permute(qkv, (2, 0, 3, 1, 4))
         q, k, v = qkv[0], qkv[1], qkv[2]
         if self.qk_norm_legacy:
@@ -114,6 +134,8 @@ class Attention(nn.Cell):
             if self.rope:
                 q, k = apply_rope(q, rope_cos, rope_sin), apply_rope(k, rope_cos, rope_sin)
         x = scaled_dot_product_attention(q, k, v, None, self.scale, self.attn_backend)
+        if self.sp_size > 1:  # gather the heads, keep this rank's part of the sequence
+            x = self._gather(x, 1)[:, :, self.sp_rank * N:(self.sp_rank + 1) * N]
         x = mint.transpose(x, 1, 2).reshape(B, N, C)
         return self.proj(x)
 

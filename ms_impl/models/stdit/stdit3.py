@@ -6,7 +6,8 @@ Same constructor arguments and parameter names as the reference. Switches (each 
   selects it on Ascend, and falls back to the math path on CPU);
 - ``set_recompute(True)``: recompute every block in the backward pass (activation memory for compute);
 - ``set_patchify_linear(True)``: the patch Conv3d as reshape + matmul.
-Sequence parallelism is not implemented yet (``enable_sequence_parallelism=True`` raises).
+- ``enable_sequence_parallelism=True`` / ``set_sequence_parallel()``: spatial tokens split over the ranks of an
+  msrun job (upstream v1.2's scheme; inference). On CPU the exchange is AllGather (no AlltoAll kernel there).
 """
 import math
 
@@ -82,8 +83,6 @@ class STDiT3(nn.Cell):
                  enable_layernorm_kernel=False, enable_sequence_parallelism=False, only_train_temporal=False,
                  freeze_y_embedder=False, skip_y_embedder=False):
         super().__init__()
-        if enable_sequence_parallelism:
-            raise NotImplementedError("sequence parallelism is not implemented in the MindSpore port yet")
         if skip_y_embedder:
             raise NotImplementedError("skip_y_embedder=True (pre-packed caption features) is not supported")
         self.pred_sigma = pred_sigma
@@ -118,6 +117,9 @@ class STDiT3(nn.Cell):
         if freeze_y_embedder:
             for param in self.y_embedder.get_parameters():
                 param.requires_grad = False
+        self.sp_size, self.sp_rank = 1, 0
+        if enable_sequence_parallelism:
+            self.set_sequence_parallel()
 
     # ---- switches -------------------------------------------------------------------------------------
     def set_attention_backend(self, backend):
@@ -142,6 +144,28 @@ class STDiT3(nn.Cell):
         for block in list(self.spatial_blocks) + list(self.temporal_blocks):
             block.recompute()
         self._recompute = True
+        return self
+
+    def set_sequence_parallel(self, size=None, rank=None):
+        """Split the spatial tokens over the ranks of the (msrun) job, as upstream v1.2 does: spatial
+        attention exchanges q/k/v and outputs between ranks, everything else (temporal attention, cross
+        attention, MLPs, final layer) is token-local; the output is gathered at the end. Inference only.
+        Needs ``mindspore.communication.init()`` before the model is built (launch with msrun)."""
+        if size is None:
+            try:
+                from mindspore.communication import get_group_size, get_rank
+
+                size, rank = get_group_size(), get_rank()
+            except Exception as e:  # no communication backend initialised
+                raise RuntimeError("sequence parallelism needs mindspore.communication.init() first (launch "
+                                   f"with msrun --worker_num=N): {e}") from None
+        self.sp_size, self.sp_rank = size, rank
+        if size > 1:
+            from mindspore import ops
+
+            self.all_gather = ops.AllGather()
+            for block in self.spatial_blocks:
+                block.attn.set_sequence_parallel(size, rank)
         return self
 
     def set_patchify_linear(self, enabled=True):
@@ -203,7 +227,15 @@ class STDiT3(nn.Cell):
         y, y_mask = self.encode_text(y, mask)
 
         x = self.x_embedder(x)
-        x = (x.reshape(B, T, S, -1) + pos_emb.reshape(1, 1, S, -1)).reshape(B, T * S, -1)
+        x = x.reshape(B, T, S, -1) + pos_emb.reshape(1, 1, S, -1)
+        S_full = S
+        if self.sp_size > 1:  # this rank keeps its contiguous 1/sp of every frame's tokens
+            if S % self.sp_size:
+                raise ValueError(f"sequence parallelism over {self.sp_size} ranks needs the {S} spatial tokens "
+                                 f"per frame divisible by it")
+            S = S // self.sp_size
+            x = x[:, :, self.sp_rank * S:(self.sp_rank + 1) * S]
+        x = x.reshape(B, T * S, -1)
 
         rope_cos, rope_sin = self.rope.cos_sin(T)
         for i in range(self.depth):
@@ -211,6 +243,9 @@ class STDiT3(nn.Cell):
             x = self.temporal_blocks[i](x, y, t_mlp, y_mask, x_mask, t0_mlp, T, S, rope_cos, rope_sin)
 
         x = self.final_layer(x, t, x_mask, t0, T, S)
+        if self.sp_size > 1:  # gather every rank's tokens back into frame order
+            x = self.all_gather(x.reshape(B, T, S, -1)).reshape(self.sp_size, B, T, S, -1)
+            x = mint.permute(x, (1, 2, 0, 3, 4)).reshape(B, T * S_full, -1)
         x = self.unpatchify(x, T, H, W, Tx, Hx, Wx)
         return x.astype(ms.float32)
 
