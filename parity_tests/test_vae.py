@@ -14,6 +14,7 @@ import torch
 
 from opensora_dual.registry import build, resolve
 from opensora_dual.families.vae2d import SMALL_VAE
+from opensora_dual.families.vae_pipeline import latent_frames, pipeline_roundtrip
 from opensora_dual.families.vae_temporal import VAE_TEMPORAL_S
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case, build_pair
@@ -58,12 +59,6 @@ def pipeline_encode(model, x, spatial_noise, temporal_noise):
     return model.encode(x, spatial_noise=spatial_noise, temporal_noise=temporal_noise)
 
 
-def pipeline_roundtrip(model, x, spatial_noise, temporal_noise):
-    """encode (posterior sampled with the given noise) -> decode; returns the latent and the reconstruction."""
-    z = model.encode(x, spatial_noise=spatial_noise, temporal_noise=temporal_noise)
-    return z, model.decode(z, num_frames=x.shape[2])
-
-
 def pipeline_moments(model, x):
     return model.encode_moments(x)
 
@@ -71,8 +66,7 @@ def pipeline_moments(model, x):
 def pipeline_inputs(b, t, h, w, f=F2, micro_frame_size=17, tdown=4):
     """Video in [-1, 1] and the noise of both posteriors (shapes from the latent length rules)."""
     def make(rng):
-        full, rem = divmod(t, micro_frame_size)
-        lat_t = full * ((micro_frame_size + tdown - 1) // tdown) + (rem + tdown - 1) // tdown
+        lat_t = latent_frames(t, micro_frame_size, tdown)
         return {"x": video(rng, b, 3, t, h, w), "spatial_noise": randn(rng, b, 4, t, h // f, w // f),
                 "temporal_noise": randn(rng, b, 4, lat_t, h // f, w // f)}
     return make

@@ -70,6 +70,36 @@ def config_to_json(kwargs: dict) -> dict:
     return cfg
 
 
+def spatial_factor(kwargs: dict) -> int:
+    """Pixels per latent pixel of the 2D VAE: 2 ** (levels - 1) (8 for the SDXL VAE)."""
+    levels = len((kwargs["vae_2d"].get("vae_config") or {}).get("block_out_channels", (128, 256, 512, 512)))
+    return 2 ** (levels - 1)
+
+
+def latent_frames(frames: int, micro_frame_size: int = 17, tdown: int = 4) -> int:
+    """Upstream's latent length rule: 5 latents per full 17-frame chunk, ceil(r/4) for a remainder r."""
+    full, rem = divmod(frames, micro_frame_size)
+    return full * ((micro_frame_size + tdown - 1) // tdown) + (rem + tdown - 1) // tdown
+
+
+def example_inputs(kwargs: dict, rng, batch=1, frames=20, height=None, width=None):
+    """A video in [-1, 1] and pre-drawn noise for both posteriors (so both twins sample the same latent)."""
+    import numpy as np
+
+    f = spatial_factor(kwargs)
+    height, width = height or 2 * f, width or 2 * f
+    lat_t = latent_frames(frames, kwargs.get("micro_frame_size", 17))
+    return {"x": rng.uniform(-1.0, 1.0, (batch, 3, frames, height, width)).astype(np.float32),
+            "spatial_noise": rng.standard_normal((batch, 4, frames, height // f, width // f)).astype(np.float32),
+            "temporal_noise": rng.standard_normal((batch, 4, lat_t, height // f, width // f)).astype(np.float32)}
+
+
+def pipeline_roundtrip(model, x, spatial_noise, temporal_noise):
+    """encode (posterior sampled with the given noise) -> decode: the latent and the reconstruction."""
+    z = model.encode(x, spatial_noise=spatial_noise, temporal_noise=temporal_noise)
+    return z, model.decode(z, num_frames=x.shape[2])
+
+
 FAMILY = register(Family(
     name="vae_pipeline",
     class_path="models.vae.vae:VideoAutoencoderPipeline",
@@ -77,5 +107,7 @@ FAMILY = register(Family(
     presets={"OpenSoraVAE_V1_2": opensora_v1_2_config(), "OpenSoraVAE_V1_2-S": SMALL},
     config_from_json=config_from_json,
     config_to_json=config_to_json,
-    extra={"converter": _vae2d_hooks(), "full_size_presets": ["OpenSoraVAE_V1_2"]},
+    extra={"converter": _vae2d_hooks(), "full_size_presets": ["OpenSoraVAE_V1_2"],
+           # parity_tests.report: whole-pipeline encode -> decode with shared posterior noise
+           "example_inputs": example_inputs, "parity_case": {"call": pipeline_roundtrip}},
 ))
