@@ -58,8 +58,10 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim, theta=10000):
         super().__init__()
-        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
-        self.freqs = nn.Parameter(freqs, requires_grad=False)
+        # on the CPU even under a meta-device context: the op on meta imports torch's prims (1.4 s per process,
+        # most of a cold conversion's overhead); nn.Parameter then follows the context's device
+        freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, device="cpu")[: dim // 2].float() / dim))
+        self.freqs = nn.Parameter(freqs.to(torch.get_default_device()), requires_grad=False)
 
     @staticmethod
     def rotate_half(x):
@@ -227,7 +229,7 @@ class CaptionEmbedder(nn.Module):
         super().__init__()
         self.y_proj = Mlp(in_features=in_channels, hidden_features=hidden_size, out_features=hidden_size,
                           act_layer=act_layer)
-        self.register_buffer("y_embedding", torch.randn(token_num, in_channels) / in_channels ** 0.5)
+        self.register_buffer("y_embedding", torch.randn(token_num, in_channels).div_(in_channels ** 0.5))
         self.uncond_prob = uncond_prob
 
     def token_drop(self, caption, force_drop_ids=None):
@@ -291,7 +293,7 @@ class T2IFinalLayer(nn.Module):
         super().__init__()
         self.norm_final = LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.linear = Linear(hidden_size, num_patch * out_channels, bias=True)
-        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size ** 0.5)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size).div_(hidden_size ** 0.5))
         self.out_channels = out_channels
         self.d_t, self.d_s = d_t, d_s
 
