@@ -51,7 +51,7 @@ def bench(name, warmup, repeat):
     port = build(preset, "ms", **overrides)
     import converters
 
-    converters.load_state_into(port, converters.model_tensors(pt, "pt"), "ms", strict=True)
+    converters.pt_to_ms(pt, port)
     pt_in = {k: torch.from_numpy(v) for k, v in inputs.items()}
     ms_in = {k: ms.Tensor(v) for k, v in inputs.items()}
 

@@ -64,7 +64,7 @@ def bench_encoders(repeats):
         pt = registry.build(preset, "pt", **overrides).eval()
         msm = registry.build(preset, "ms", **overrides)
         msm.set_train(False)
-        converters.load_state_into(msm, converters.model_tensors(pt, "pt"), "ms", strict=True)
+        converters.pt_to_ms(pt, msm)
         vocab = pt.config.vocab_size
         rng = np.random.default_rng(0)
         ids = rng.integers(3, vocab - 3, (2, length)).astype(np.int64)

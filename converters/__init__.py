@@ -4,7 +4,7 @@ See docs/converters.md."""
 from converters.errors import ConversionError
 from converters.checkpoint import Checkpoint, read_checkpoint
 from converters.api import (LoadReport, Report, convert, from_pretrained, inspect, load_state_into, model_tensors,
-                            save_release_folder, verify)
+                            pt_to_ms, save_release_folder, verify)
 
 __all__ = ["ConversionError", "Checkpoint", "read_checkpoint", "model_tensors", "load_state_into",
-           "save_release_folder", "from_pretrained", "convert", "verify", "inspect", "Report", "LoadReport"]
+           "save_release_folder", "pt_to_ms", "from_pretrained", "convert", "verify", "inspect", "Report", "LoadReport"]

@@ -455,6 +455,12 @@ def _family_of_model(model, backend):
     return None
 
 
+def pt_to_ms(pt_model, ms_model, strict=True) -> "LoadReport":
+    """Copy a PyTorch twin's parameters and persistent buffers into its MindSpore port: the one weight path
+    that parity tests, benchmarks and scripts use (same rules and strict checks as a file conversion)."""
+    return load_state_into(ms_model, model_tensors(pt_model, "pt"), "ms", strict=strict)
+
+
 def save_release_folder(model, backend, folder, family_kwargs, preset=None):
     """Write the upstream layout: ``config.json`` (the family's release config) + ``model.safetensors`` (fp32
     as stored, our names), atomically. ``preset`` names the family when the model class is ambiguous."""

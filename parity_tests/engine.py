@@ -338,8 +338,7 @@ def transfer_weights(pt_model, ms_model) -> None:
     """Copy a PyTorch twin's parameters and persistent buffers into its port (the converter's one path)."""
     import converters
 
-    tensors = converters.model_tensors(pt_model, "pt")
-    converters.load_state_into(ms_model, tensors, "ms", strict=True)
+    converters.pt_to_ms(pt_model, ms_model, strict=True)
 
 
 def fill_zero_parameters(module, seed: int = 0, std: float = 0.02) -> List[str]:

@@ -388,7 +388,7 @@ def test_weight_gradients_match_reference_with_and_without_recompute():
     grads = {}
     for recompute in (False, True):
         port = build(SMALL, "ms")
-        converters.load_state_into(port, converters.model_tensors(ref_model, "pt"), "ms", strict=True)
+        converters.pt_to_ms(ref_model, port)
         port.set_recompute(recompute)
         grads[recompute] = got = _ms_weight_grads(port, inputs, probe)
         assert set(got) == set(ref)
