@@ -1,0 +1,1 @@
+"""Samplers of the MindSpore port (twins of ``pt_reference.schedulers``)."""

@@ -1,0 +1,1 @@
+"""Samplers of the PyTorch reference (twins of ``ms_impl.schedulers``)."""

@@ -1,0 +1,97 @@
+"""Rectified-flow sampler (Open-Sora 1.2), ``v1.2.0:opensora/schedulers/rf/__init__.py::RFLOW``.
+
+The schedule (timesteps, transform, which frames are active, when they get noise) is
+``opensora_dual.sampling.rflow``, shared with the MindSpore twin. Here: the Euler loop and the CFG forward.
+Differences from upstream's signature: the sampler takes caption features (``y`` [B, 1, L, C], ``y_mask``
+[B, L]) instead of a text encoder and prompts, and draws random numbers from an injectable ``noise`` source.
+"""
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from opensora_dual.sampling.rflow import MaskSchedule, RFlowSchedule, add_noise_timepoints, cfg_combine
+
+
+def _bcast(v, x):
+    """[B] -> [B, 1, 1, 1, 1] in x's dtype."""
+    return torch.as_tensor(v, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class RFLOW:
+    def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
+                 use_timestep_transform=False, transform_scale=1.0, **kwargs):
+        self.num_sampling_steps = num_sampling_steps
+        self.num_timesteps = num_timesteps
+        self.cfg_scale = cfg_scale
+        self.use_discrete_timesteps = use_discrete_timesteps
+        self.use_timestep_transform = use_timestep_transform
+        self.transform_scale = transform_scale
+        self.schedule = RFlowSchedule(num_sampling_steps, num_timesteps, use_discrete_timesteps,
+                                      use_timestep_transform, transform_scale)
+
+    # ---- one run, step by step (teacher-forced parity drives ``step`` directly) ----------------------
+    def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
+                model=None):
+        """Everything a run needs besides the model and the latent: a dict (``state``) for ``step``."""
+        add = {k: np.asarray(v) for k, v in (additional_args or {}).items()}
+        B = z.shape[0]
+        ts = self.schedule.timesteps(B, add.get("height"), add.get("width"), add.get("num_frames"))
+        if y_null is None:  # upstream: the model's own null caption, repeated per prompt
+            y_null = model.y_embedder.y_embedding[None].repeat(B, 1, 1)[:, None]
+        y = torch.as_tensor(np.asarray(y, np.float32)) if not torch.is_tensor(y) else y
+        model_args = {"y": torch.cat([y, torch.as_tensor(y_null).to(y.dtype)], 0)}
+        if y_mask is not None:  # not duplicated: the model repeats the cond mask for the null half
+            model_args["mask"] = torch.as_tensor(np.asarray(y_mask))
+        for k, v in add.items():
+            model_args[k] = torch.as_tensor(v)
+        return {"timesteps": ts, "dts": self.schedule.dts(ts), "mask": MaskSchedule(mask, self.num_timesteps),
+                "model_args": model_args,
+                "guidance": self.cfg_scale if guidance_scale is None else guidance_scale}
+
+    def guided_velocity(self, model, z, t, model_args, x_mask, guidance):
+        """One batched forward [cond; null] -> v_uncond + s (v_cond - v_uncond) on the first C channels."""
+        z_in = torch.cat([z, z], 0)
+        t_in = torch.as_tensor(np.concatenate([t, t]))
+        kwargs = dict(model_args)
+        if x_mask is not None:
+            kwargs["x_mask"] = torch.as_tensor(np.concatenate([x_mask, x_mask]))
+        with torch.no_grad():
+            pred = model(z_in, t_in, **kwargs).chunk(2, dim=1)[0]
+        pred_cond, pred_uncond = pred.chunk(2, dim=0)
+        return cfg_combine(pred_cond, pred_uncond, guidance)
+
+    def step(self, model, z, i, state, noise=None):
+        """Step ``i``: noise newly active frames, one CFG forward, Euler update, reset inactive frames."""
+        t = state["timesteps"][i]
+        ms_ = state["mask"]
+        x_mask = None
+        if ms_.mask is not None:
+            active, add_noise = ms_.step(t)
+            x0 = z.clone()
+            eps = torch.from_numpy(noise.randn(tuple(z.shape))).to(z.dtype)  # drawn every step, as upstream
+            tp = _bcast(add_noise_timepoints(t, self.num_timesteps), z)
+            x_noise = tp * x0 + (1 - tp) * eps
+            z = torch.where(torch.from_numpy(add_noise)[:, None, :, None, None], x_noise, x0)
+            x_mask = active
+        v = self.guided_velocity(model, z, t, state["model_args"], x_mask, state["guidance"])
+        z = z + v * _bcast(state["dts"][i], z)
+        if x_mask is not None:
+            z = torch.where(torch.from_numpy(active)[:, None, :, None, None], z, x0)
+        return z
+
+    def sample(self, model, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, noise=None,
+               progress=True, y_null=None, callback: Optional[Callable] = None):
+        """z [B, C, T, H, W] starting noise (reference latents already pasted by ``apply_mask_strategy``);
+        y [B, 1, L, C] caption features; mask [B, T] conditioning mask (None = plain t2v, no x_mask)."""
+        from tqdm import tqdm
+
+        z = torch.as_tensor(np.asarray(z, np.float32)) if not torch.is_tensor(z) else z
+        state = self.prepare(z, y, y_mask, additional_args, mask, guidance_scale, y_null, model)
+        if state["mask"].mask is not None and noise is None:
+            raise ValueError("a conditioning mask needs a noise source (frames get noise when they become active)")
+        for i in tqdm(range(self.num_sampling_steps), desc="steps", leave=False, disable=not progress):
+            z = self.step(model, z, i, state, noise)
+            if callback is not None:
+                callback(i, z)
+        return z
