@@ -1,0 +1,1 @@
+"""Pipelines of the MindSpore port (twins of ``pt_reference.pipelines``)."""

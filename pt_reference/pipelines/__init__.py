@@ -1,0 +1,1 @@
+"""Pipelines of the PyTorch reference (twins of ``ms_impl.pipelines``)."""
