@@ -4,6 +4,9 @@ A *family* (``opensora_dual.families.<name>``) declares where its class lives re
 package (``models.stdit.stdit3:STDiT3`` is ``pt_reference.models.stdit.stdit3.STDiT3`` and
 ``ms_impl.models.stdit.stdit3.STDiT3``), its named presets, and how a release folder's ``config.json``
 maps to constructor arguments. Families register themselves on import; ``load_families()`` imports all.
+
+``BACKENDS`` is the one place framework-free code names the twin packages: by string, resolved at run time
+(``Family.model_class``, ``twin_module``), never by an import statement (tests/test_layering.py).
 """
 from __future__ import annotations
 
@@ -28,7 +31,15 @@ class Family:
 
     def model_class(self, backend: str):
         module, cls = self.class_path.split(":")
-        return getattr(importlib.import_module(f"{BACKENDS[backend]}.{module}"), cls)
+        return getattr(twin_module(backend, module), cls)
+
+
+def twin_module(backend: str, module: str):
+    """The twin module at ``module`` (relative to the backend package) in ``backend`` ("pt" | "ms"):
+    ``twin_module("ms", "models.text_encoder.runtime")`` is ``ms_impl.models.text_encoder.runtime``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
+    return importlib.import_module(f"{BACKENDS[backend]}.{module}")
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "models")

@@ -70,6 +70,9 @@ class Case:
     row_level: ``f(dotted_name, pt_module) -> level`` for per-layer rows; default ``default_row_level``.
         Returning None leaves that module out of the rows (its outputs are not comparable by design, e.g.
         packed vs padded text); the result lists it under ``not_compared``, and its consumers are compared.
+    skip_rows: last components of dotted module names left out of the per-layer rows the same way (data,
+        e.g. a family's ``parity_case = {"skip_rows": ("kv_linear",)}``): ``cross_attn.kv_linear`` matches
+        "kv_linear". Applied before ``row_level``.
     fp32_inputs: names of float inputs kept fp32 on the port in low-precision cases (e.g. timesteps).
     out_dtype: dtype name the port's float outputs must have (default: the case dtype).
     noise_floor: low precision only: the noise-floor gate kind ("default", "matmul", "norm", "attention")
@@ -91,6 +94,7 @@ class Case:
     seed: int = 0
     outputs: Union[None, Callable, Tuple[Callable, Callable]] = None
     row_level: Optional[Callable[[str, Any], str]] = None
+    skip_rows: Tuple[str, ...] = ()
     fp32_inputs: Tuple[str, ...] = ()
     out_dtype: Optional[str] = None
     noise_floor: Union[str, bool] = "default"
@@ -100,6 +104,12 @@ class Case:
 
     def __post_init__(self):
         standard.ceiling(self.level, self.dtype)  # unknown level/dtype or a '—' cell fails at definition time
+        if isinstance(self.skip_rows, str):  # ("kv_linear") is a string, not a tuple: accept it
+            self.skip_rows = (self.skip_rows,)
+        self.skip_rows = tuple(self.skip_rows)
+        if any(not s or "." in s for s in self.skip_rows):
+            raise ValueError(f"case {self.name}: skip_rows are last components of module names (no dots), "
+                             f"got {self.skip_rows!r}")
         if self.out_dtype in CASE_DTYPE_NAME:  # "fp32" -> "float32"
             self.out_dtype = CASE_DTYPE_NAME[self.out_dtype]
         if self.mode not in ("pynative", "graph"):
@@ -116,6 +126,14 @@ class Case:
 def default_row_level(name: str, module: Any) -> str:
     """Per-layer rows: a module whose class name contains "Block" is judged at block level, others at layer."""
     return "block" if "Block" in type(module).__name__ else "layer"
+
+
+def row_level_for(case: "Case", name: str, module: Any) -> Optional[str]:
+    """The level of the per-layer row of module ``name`` in ``case``; None leaves it out (``not_compared``):
+    its last dotted component is in ``case.skip_rows``, or ``case.row_level`` returns None."""
+    if name.rsplit(".", 1)[-1] in case.skip_rows:
+        return None
+    return (case.row_level or default_row_level)(name, module)
 
 
 # ------------------------------------------------------------------------------------- results
@@ -568,7 +586,7 @@ def compare_records(case: Case, pt_rec: _Recorder, ms_rec: _Recorder, pt_model
         if case.level == "op":
             level = "op"
         else:
-            level = (case.row_level or default_row_level)(c.name, modules.get(c.name))
+            level = row_level_for(case, c.name, modules.get(c.name))
             if level is None:
                 not_compared.append(key)
                 continue
@@ -773,7 +791,7 @@ def format_result(res: CaseResult, max_rows: Optional[int] = None) -> str:
     if res.unmatched:
         lines.append("unmatched modules (on one side only, not compared): " + ", ".join(res.unmatched))
     if res.not_compared:
-        lines.append("left out by the case's row_level (not comparable by design): " + ", ".join(res.not_compared))
+        lines.append("left out by the case's row_level/skip_rows (not comparable by design): " + ", ".join(res.not_compared))
     return "\n".join(lines)
 
 

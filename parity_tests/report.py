@@ -16,7 +16,7 @@ through ``converters.model_tensors`` + ``load_state_into``, like every parity ca
 Family hooks read from ``opensora_dual.registry.Family.extra``: ``example_inputs(kwargs, rng) -> dict``
 (required), ``full_size_presets`` (which presets are judged at model_full; default: the name contains XL, 3B
 or XXL), and optional ``parity_case``: extra ``Case`` fields for whole-model runs (e.g. ``fp32_inputs``,
-``out_dtype``, ``row_level``, ``call``, ``outputs``).
+``out_dtype``, ``row_level``, ``skip_rows``, ``call``, ``outputs``).
 """
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def render_markdown(result: CaseResult, meta: dict, plot_name: str = "rel_fro.pn
     if result.unmatched:
         L += ["", "Modules on one side only (not compared): " + ", ".join(f"`{u}`" for u in result.unmatched)]
     if result.not_compared:
-        L += ["", "Left out by the family's row_level (not comparable by design; their consumers are compared): "
+        L += ["", "Left out by the family's row_level/skip_rows (not comparable by design; their consumers are compared): "
               + ", ".join(f"`{u}`" for u in result.not_compared)]
     return "\n".join(L) + "\n"
 

@@ -282,6 +282,30 @@ def test_row_level_can_leave_a_module_out():
     assert "left out by the case's row_level" in res.table()
 
 
+def test_skip_rows_leave_a_module_out_by_its_last_name_component():
+    """Data instead of a function (a family's ``parity_case["skip_rows"]``): the same rows left out, the same
+    not_compared report as a row_level returning None."""
+    res = run_case(chain_case(ms_kwargs=dict(broken_mid=True), skip_rows=("fc_mid",)))
+    assert res.not_compared == ["fc_mid"] and "fc_mid" not in [r.name for r in res.rows]
+    assert not res.passed and res.first_jump.key == "norm#1"
+    assert "left out by the case's row_level/skip_rows" in res.table()
+    case = chain_case(skip_rows="fc_mid")
+    assert case.skip_rows == ("fc_mid",)
+    assert engine.row_level_for(case, "a.b.fc_mid", None) is None and engine.row_level_for(case, "fc_out", None)
+    with pytest.raises(ValueError):
+        chain_case(skip_rows=("cross_attn.kv_linear",))
+
+
+def test_stdit3_family_skips_the_packed_text_projection():
+    from opensora_dual.registry import get_family
+
+    pc = get_family("stdit3").extra["parity_case"]
+    assert pc["skip_rows"] == ("kv_linear",) and "row_level" not in pc
+    case = chain_case(**pc)
+    assert engine.row_level_for(case, "spatial_blocks.0.cross_attn.kv_linear", None) is None
+    assert engine.row_level_for(case, "spatial_blocks.0.cross_attn.proj", object()) == "layer"
+
+
 def test_out_dtype_accepts_case_dtype_names():
     assert chain_case(out_dtype="fp32").out_dtype == "float32"
 
@@ -315,10 +339,8 @@ def stdit3_parity_settings(monkeypatch):
 
     fam = get_family("stdit3")
     if "parity_case" not in fam.extra:  # until the family declares its whole-model parity settings
-        from parity_tests.test_stdit3 import stdit3_rows
-
         monkeypatch.setitem(fam.extra, "parity_case",
-                            dict(fp32_inputs=("timestep",), out_dtype="fp32", row_level=stdit3_rows))
+                            dict(fp32_inputs=("timestep",), out_dtype="fp32", skip_rows=("kv_linear",)))
 
 
 def test_report_cli(tmp_path, stdit3_parity_settings):

@@ -56,7 +56,7 @@ def pack(y, mask):
     return y[m][None], m.sum(1).tolist()
 
 
-stdit3_rows = FAM.extra["parity_case"]["row_level"]  # kv_linear: packed vs padded text, by design
+stdit3_skip = FAM.extra["parity_case"]["skip_rows"]  # kv_linear: packed vs padded text, by design
 
 
 def randomized(factory):
@@ -212,7 +212,7 @@ LAYER_CASES = [
          in_tattn, "layer", call=(pt_temporal_attn, ms_temporal_attn)),
     Case("cross_attn-masked", lambda: PB.MultiHeadCrossAttention(C, HEADS),
          lambda: MB.MultiHeadCrossAttention(C, HEADS), in_cross, "layer", call=(pt_cross, ms_cross),
-         row_level=stdit3_rows),
+         skip_rows=stdit3_skip),
     Case("mlp", lambda: PB.Mlp(C, 4 * C), lambda: MB.Mlp(C, 4 * C), in_mlp, "layer"),
     Case("final_layer-x_mask", lambda: PB.T2IFinalLayer(C, 4, 8), lambda: MB.T2IFinalLayer(C, 4, 8), in_final,
          "layer", call=(pt_final, ms_final)),
@@ -226,11 +226,11 @@ BLOCK_KW = dict(hidden_size=C, num_heads=HEADS, qk_norm=True)
 def _blocks(dtype, mode):
     return [
         Case("block-spatial", randomized(lambda: PS.STDiT3Block(**BLOCK_KW)), lambda: MS_.STDiT3Block(**BLOCK_KW),
-             in_block, "block", dtype=dtype, mode=mode, call=(pt_block, ms_block), row_level=stdit3_rows),
+             in_block, "block", dtype=dtype, mode=mode, call=(pt_block, ms_block), skip_rows=stdit3_skip),
         Case("block-temporal", randomized(lambda: PS.STDiT3Block(
             **BLOCK_KW, temporal=True, rope=PB.RotaryEmbedding(HD).rotate_queries_or_keys)),
             lambda: MS_.STDiT3Block(**BLOCK_KW, temporal=True, rope=True),
-            in_block, "block", dtype=dtype, mode=mode, call=(pt_block, ms_block), row_level=stdit3_rows),
+            in_block, "block", dtype=dtype, mode=mode, call=(pt_block, ms_block), skip_rows=stdit3_skip),
     ]
 
 

@@ -139,3 +139,63 @@ def test_clip_cache_pooled(tmp_path, clip_release):
         assert z["text_emb"].shape == (64,) and z["mask"].shape == (77,)
         assert (z["mask"] == tok["attention_mask"][i]).all()
         gate(z["text_emb"], pooled[i].numpy())
+
+
+def test_text_embedder_takes_the_backend_encode_function():
+    """opensora_dual's TextEmbedder is framework-free: cleaning, tokenizing and the result's layout are its own,
+    running the net is the injected ``encode_tokens(net, ids, mask, output)``."""
+    from opensora_dual.text.embedder import TextEmbedder
+    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
+
+    calls = []
+
+    def fake_encode(net, ids, mask, output):
+        calls.append((net, ids.shape, None if mask is None else mask.copy(), output))
+        return np.ones(ids.shape + (3,), np.float64)
+
+    import tempfile
+
+    tok = load_tokenizer(build_t5_tokenizer_folder(tempfile.mkdtemp()))
+    emb = TextEmbedder("NET", tok, fake_encode, 16, clean=False, mask_to_model=False)
+    out = emb.encode(["a cat", "two dogs"])
+    assert out["text_emb"].dtype == np.float32 and out["text_emb"].shape == (2, 16, 3)
+    assert out["mask"].dtype == np.uint8 and out["mask"].shape == (2, 16)
+    assert calls == [("NET", (2, 16), None, "last_hidden_state")]        # v2.0: no mask to the model
+    TextEmbedder("NET", tok, fake_encode, 16).encode(["a cat"])
+    assert (calls[-1][2] == tokenize(tok, ["a cat"], 16)["attention_mask"]).all()
+    with pytest.raises(ValueError):
+        TextEmbedder("NET", tok, fake_encode, 16, output="pooled")
+    with pytest.raises(TypeError):
+        TextEmbedder("NET", tok, "ms", 16)   # the old backend-name argument: a clear error
+
+
+def test_make_text_embedder_from_a_loaded_twin(t5_release, clip_release):
+    """Each twin's runtime (same functions at the same path) builds a TextEmbedder from a loaded net; both
+    backends agree, the MindSpore jit forward equals PyNative, and CLIP gives both outputs."""
+    from ms_impl.models.text_encoder import runtime as ms_rt
+    from pt_reference.models.text_encoder import runtime as pt_rt
+
+    folder, _ = t5_release
+    tok = load_tokenizer(folder)
+    out = {}
+    for name, rt, kw in (("pt", pt_rt, {}), ("ms", ms_rt, {}), ("ms-jit", ms_rt, dict(jit=True))):
+        net = rt.load_text_encoder(weights=folder)
+        out[name] = rt.make_text_embedder(net, tok, 32, **kw).encode(CAPTIONS)
+        assert out[name]["text_emb"].shape == (4, 32, 64) and out[name]["text_emb"].dtype == np.float32
+    gate(out["ms"]["text_emb"], out["pt"]["text_emb"])
+    gate(out["ms-jit"]["text_emb"], out["ms"]["text_emb"])
+    with pytest.raises(ValueError, match="no pooled output"):
+        pt_rt.make_text_embedder(pt_rt.load_text_encoder(model="T5-S"), tok, 8, output="pooler_output").encode(["a"])
+    with pytest.raises(SystemExit, match="exactly one"):
+        ms_rt.load_text_encoder()
+    with pytest.raises(SystemExit, match="bf16"):
+        ms_rt.load_text_encoder(model="T5-S", dtype="bf16")
+
+    folder, _ = clip_release
+    tok = load_tokenizer(folder)
+    for output, shape in (("pooler_output", (4, 64)), ("last_hidden_state", (4, 77, 64))):
+        res = {b: rt.make_text_embedder(rt.load_text_encoder(weights=folder), tok, 77, clean=False,
+                                        mask_to_model=False, output=output).encode(CAPTIONS)
+               for b, rt in (("pt", pt_rt), ("ms", ms_rt))}
+        assert res["pt"]["text_emb"].shape == shape
+        gate(res["ms"]["text_emb"], res["pt"]["text_emb"])

@@ -4,7 +4,8 @@ One ``.npz`` per caption, mindone's format (``examples/opensora_hpcai/scripts/in
 float32 ([L, D] for T5 / CLIP hidden states, [D] for CLIP's pooled vector) and ``mask`` uint8 [L]. Names: a
 CSV with a ``path`` (or ``video``) column mirrors it with the suffix ``.npz``; otherwise ``{index:06d}.npz``
 (index = row / line number). Files are written atomically, existing ones are skipped unless ``overwrite``,
-so an interrupted run resumes where it stopped.
+so an interrupted run resumes where it stopped. The network runs in the backend's text runtime
+(``{pt_reference,ms_impl}/models/text_encoder/runtime.py``), found through ``registry.twin_module``.
 """
 import argparse
 import csv
@@ -15,6 +16,9 @@ from typing import List, Tuple
 import numpy as np
 
 from opensora_dual.text.embedder import RELEASES
+
+# the text runtime, at the same path in each twin package: {pt_reference,ms_impl}.models.text_encoder.runtime
+TEXT_RUNTIME = "models.text_encoder.runtime"
 
 
 def read_captions(csv_path=None, prompts=None, caption_column="text") -> List[Tuple[str, str]]:
@@ -93,7 +97,7 @@ def build_parser(description, default_release, default_output):
 
 def main(argv, description, default_release, default_output):
     args = build_parser(description, default_release, default_output).parse_args(argv)
-    from opensora_dual.text.embedder import TextEmbedder, load_text_encoder
+    from opensora_dual.registry import twin_module
     from opensora_dual.text.tokenization import load_tokenizer
 
     release = RELEASES[args.release]
@@ -101,10 +105,11 @@ def main(argv, description, default_release, default_output):
     if tok_dir is None or not os.path.isdir(tok_dir):
         raise SystemExit("give --tokenizer FOLDER (or a --weights folder that holds the tokenizer files)")
     items = read_captions(args.csv, args.prompts, args.caption_column)
-    net = load_text_encoder(args.backend, args.weights, args.model, args.dtype)
-    embedder = TextEmbedder(net, load_tokenizer(tok_dir), args.backend, args.max_length or release["max_length"],
-                            clean=release["clean"] if args.clean is None else args.clean,
-                            mask_to_model=release["mask_to_model"], output=args.output, jit=args.jit)
+    runtime = twin_module(args.backend, TEXT_RUNTIME)  # the backend's load_text_encoder / make_text_embedder
+    net = runtime.load_text_encoder(args.weights, args.model, args.dtype)
+    embedder = runtime.make_text_embedder(net, load_tokenizer(tok_dir), args.max_length or release["max_length"],
+                                          clean=release["clean"] if args.clean is None else args.clean,
+                                          mask_to_model=release["mask_to_model"], output=args.output, jit=args.jit)
     stats = run(embedder, items, args.output_dir, args.batch_size, args.overwrite, not args.no_progress)
     print(f"{stats['written']} written, {stats['skipped']} already there, {stats['captions']} captions -> "
           f"{args.output_dir}", file=sys.stderr)
