@@ -9,7 +9,10 @@ import pytest
 from parity_tests.engine import fill_zero_parameters
 from parity_tests.sampling import SamplingCase, format_sampling_result, run_sampling_case
 
-SIZE = dict(image_size=(16, 32), fps=24, guidance_scale=7.0)   # latent 8x16 with the small VAE (x2)
+# latent 12x16 with the small VAE (x2). At 24x32 pixels the timestep transform maps t = 1000 of a video to
+# 999.9998 (every frame active at step 0) but of an image to 1000.0005 (upstream's float32 quirk: the first
+# step updates nothing); the cases below exercise both.
+SIZE = dict(image_size=(24, 32), fps=24, guidance_scale=7.0)
 STEPS = 4
 
 
@@ -93,6 +96,11 @@ def test_sampling_fp32(name, assets, pipes):
         assert len({r.call for r in res.steps}) == 2   # both loops' sampler runs were teacher-forced
     if name == "t2i":
         assert res.reference_output.videos[0].shape[0] == 1
+        assert res.steps[0].t > 1000 and res.steps[0].dz.ref_norm == 0   # the quirk, in both twins
+    elif name == "edit":   # m = 0.6 everywhere: nothing is active until t <= 600
+        assert res.steps[0].dz.ref_norm == 0 and res.steps[1].dz.ref_norm > 0
+    else:
+        assert res.steps[0].dz.ref_norm > 0
 
 
 def test_edit_consumes_replayed_noise(assets, pipes):
