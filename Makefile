@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_convert.py
 	$(VPY) benchmarks/bench_text_encoder.py --part encoders
 	$(VPY) benchmarks/bench_vae.py --frames 17 --size 32
+	$(VPY) benchmarks/bench_sampling.py
 
 clean:
 	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis

@@ -1,0 +1,328 @@
+"""Rectified-flow sampling benchmark: seconds per RFLOW step (CFG batched: the model runs on batch 2B), MindSpore
+graph (the scheduler's ``ms.jit`` CFG denoiser) vs PyTorch eager, and one whole small pipeline run per backend
+(text encode / denoise / VAE decode, peak RSS). Prints numbers and MS/PT ratios, never pass/fail. The machine is
+noisy (2 shared cores): read the ratios, measured in the same run.
+
+    .venv/bin/python benchmarks/bench_sampling.py [--part steps|pipeline|all] [--steps 5] [--mid-steps 4]
+        [--repeat 1] [--configs small,mid] [--no-pynative] [--pipeline-steps 10] [--frames 17] [--size 32x48]
+
+--part steps: the schedulers' ``sample`` (B = 1, cfg_scale 7, timestep transform on) with ``--steps`` steps
+(``--mid-steps`` at the mid config), ``--repeat`` times (runs interleaved across implementations), each ``step``
+call timed (wrapped, output synced; nothing subtracted). "first step" is step 0 of
+the first run: for MindSpore graph that is the compile plus one step (the scheduler's ``compile_seconds`` is
+shown too); "median" is the median of all the other steps. Configs are bench_stdit3's ``small`` (STDiT3-S/2,
+latent 3x16x16, 192 tokens) and ``mid`` (STDiT3-XL/2 at depth 4 / hidden 576, ~46M parameters, latent 8x32x32,
+2048 tokens, 120 caption tokens); random weights (zero-init layers filled) copied PT -> MS. The caption mask
+marks half the tokens valid, like a real prompt (the reference packs the valid tokens, the port attends over the
+padded length with a mask). MindSpore PyNative (``RFLOW(graph=False)``) runs at the small config only.
+
+--part pipeline: a random small pipeline (STDiT3-S/2 + OpenSoraVAE_V1_2-S + T5-S, toy tokenizer; made once by
+the PyTorch twin, zero-init layers filled, saved with ``save_pretrained``) loaded with ``from_pretrained`` by each
+backend in its own fresh process, one prompt, ``--frames`` at ``--size``, ``--pipeline-steps`` steps. The first
+run is cold (MindSpore compiles the T5 forward and the denoiser in it); with ``--repeat`` > 1 the later (warm) runs
+are reported too. Peak RSS is the child process's VmHWM (imports and build included; not ``ru_maxrss``, which a
+child inherits from its parent's peak on Linux); "RSS before run" is its resident memory after the build. The
+steps part's tables also show this process's cumulative peak RSS after each implementation's first run.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROMPT = "a cat walking in the snow"
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _hwm_mb():
+    """This process's peak resident memory (VmHWM: per address space, so a child started by a big parent does not
+    inherit the parent's peak, unlike ru_maxrss)."""
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024
+
+
+def _med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------- steps
+class TimedSampler:
+    """Wraps a scheduler: ``run(...)`` calls its ``sample`` once with every ``step`` call timed (output synced);
+    ``runs`` holds the per-run step times, ``compile_seconds`` the scheduler's value after the first run."""
+
+    def __init__(self, sched, sync):
+        self.sched, self.sync, self.runs, self.compile_seconds = sched, sync, [], None
+        self._orig = sched.step
+        sched.step = self._step
+
+    def _step(self, model, z, i, state, noise=None):
+        t0 = time.perf_counter()
+        out = self._orig(model, z, i, state, noise)
+        self.sync(out)
+        self.runs[-1].append(time.perf_counter() - t0)
+        return out
+
+    def run(self, *args):
+        self.runs.append([])
+        self.sched.sample(*args, progress=False)
+        if len(self.runs) == 1:
+            self.compile_seconds = getattr(self.sched, "compile_seconds", None)
+
+
+def bench_steps(name, steps, repeat, pynative):
+    import numpy as np
+    import mindspore as ms  # before anything that could import decord
+    import torch
+
+    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import converters
+    from bench_stdit3 import CONFIGS  # the same small / mid configs as the forward benchmark
+    from ms_impl.schedulers.rf import RFLOW as MsRFLOW
+    from opensora_dual.inference import prepare_multi_resolution_info
+    from opensora_dual.registry import build
+    from opensora_dual.sampling.noise import NumpyNoise
+    from parity_tests.engine import fill_zero_parameters
+    from pt_reference.schedulers.rf import RFLOW as PtRFLOW
+
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    preset, overrides, (T, H, W), _ = CONFIGS[name]
+    torch.manual_seed(0)
+    pt = build(preset, "pt", **overrides).eval()
+    fill_zero_parameters(pt)
+    port = build(preset, "ms", **overrides)
+    port.set_train(False)
+    converters.pt_to_ms(pt, port)
+
+    L, C = (int(v) for v in pt.y_embedder.y_embedding.shape)
+    B = 1
+    rng = np.random.default_rng(0)
+    z = NumpyNoise(0).randn((B, int(pt.in_channels), T, H, W))
+    y = rng.standard_normal((B, 1, L, C)).astype(np.float32)
+    y_mask = (np.arange(L)[None] < max(1, L // 2)).astype(np.int64).repeat(B, 0)
+    add = prepare_multi_resolution_info(B, (H * 8, W * 8), 17, 24)
+    sched_kw = dict(num_sampling_steps=steps, num_timesteps=1000, cfg_scale=7.0, use_timestep_transform=True)
+
+    # runs interleaved (PT, MS graph, MS PyNative, PT, ...) so load drift on the shared machine hits all alike
+    variants = [("PyTorch eager", TimedSampler(PtRFLOW(**sched_kw), lambda out: out), pt,
+                 (torch.from_numpy(z), torch.from_numpy(y)), False),
+                ("MindSpore graph (ms.jit)", TimedSampler(MsRFLOW(graph=True, **sched_kw), lambda o: o.asnumpy()),
+                 port, (ms.Tensor(z), ms.Tensor(y)), True)]
+    if pynative:
+        variants.append(("MindSpore PyNative", TimedSampler(MsRFLOW(graph=False, **sched_kw), lambda o: o.asnumpy()),
+                         port, (ms.Tensor(z), ms.Tensor(y)), False))
+    load0 = os.getloadavg()[0]
+    hwm = {}
+    for _ in range(repeat):
+        for label, timer, model, (zz, yy), _ in variants:
+            timer.run(model, zz, yy, y_mask, add)
+            hwm.setdefault(label, _hwm_mb())
+    rows = [(label, timer.runs, timer.compile_seconds if graph else None) for label, timer, _, _, graph in variants]
+
+    tokens = T * (H // 2) * (W // 2)
+    params = sum(p.numel() for p in pt.parameters())
+    cfg = f"{preset} {overrides}" if overrides else preset
+    print(f"\n{name}: {cfg}, params {params / 1e6:.1f}M, latent {B}x{int(pt.in_channels)}x{T}x{H}x{W} "
+          f"({tokens} tokens), caption {L} tokens ({L // 2} valid), CFG batch {2 * B}, {steps} steps x "
+          f"{repeat} run(s), fp32, torch threads {torch.get_num_threads()}; load average {load0:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"  {'implementation':26s} {'first step':>11s} {'median step':>12s} {'MS/PT (median)':>15s} "
+          f"{'first/median':>13s} {'process peak RSS after its 1st run':>35s}")
+    base = None
+    out = {}
+    for label, runs, compile_s in rows:
+        first = runs[0][0]
+        later = runs[0][1:] + [t for r in runs[1:] for t in r]
+        med = _med(later)
+        base = med if base is None else base
+        print(f"  {label:26s} {first:10.3f}s {med:11.3f}s {med / base:14.2f}x {first / med:12.1f}x "
+              f"{hwm[label]:31.0f} MB")
+        if compile_s is not None:
+            print(f"  {'':26s} (first step = compile + one step; scheduler compile_seconds {compile_s:.3f}s)")
+        out[label] = dict(first=first, median=med, compile_seconds=compile_s)
+    pt_med, g = out["PyTorch eager"]["median"], out["MindSpore graph (ms.jit)"]
+    saving = pt_med - g["median"]
+    if saving > 0:
+        extra = g["first"] - g["median"] - (out["PyTorch eager"]["first"] - pt_med)
+        print(f"  graph vs eager: {pt_med / g['median']:.2f}x faster per step; the compile is paid back after "
+              f"~{max(0.0, extra) / saving:.0f} steps")
+    else:
+        print(f"  graph vs eager: {g['median'] / pt_med:.2f}x slower per step (no break-even)")
+    return out
+
+
+# -------------------------------------------------------------------------------------------- pipeline
+def save_pipeline(folder):
+    """Build the random small pipeline in the PyTorch twin and write it as a pipeline folder (in this process)."""
+    import torch
+
+    sys.path.insert(0, ROOT)
+    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
+    from parity_tests.engine import fill_zero_parameters
+    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+
+    tok = os.path.join(folder, "tokenizer")
+    build_t5_tokenizer_folder(tok, vocab_size=512)
+    torch.manual_seed(0)
+    pipe = OpenSoraPipeline.build_random(tokenizer=tok)
+    fill_zero_parameters(pipe.model)
+    pipe.save_pretrained(os.path.join(folder, "pipeline"))
+
+
+def child_pipeline(args):
+    """One backend: load the pipeline folder, run it ``--repeat`` times with per-stage timers; a JSON line."""
+    t_start, load0 = time.perf_counter(), os.getloadavg()[0]
+    if args.backend == "ms":
+        import mindspore as ms
+
+        ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+        from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline
+    else:
+        import torch  # noqa: F401
+
+        from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+    rss_imported = _rss_mb()
+    t0 = time.perf_counter()
+    pipe = OpenSoraPipeline.from_pretrained(os.path.join(args.folder, "pipeline"),
+                                            scheduler=dict(num_sampling_steps=args.pipeline_steps))
+    build_s = time.perf_counter() - t0
+    rss_built = _rss_mb()
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    latent = pipe.latent_size(args.frames, (h, w))
+
+    stage = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            out = fn(*a, **kw)           # every stage returns numpy: synced
+            stage[name] = stage.get(name, 0.0) + time.perf_counter() - t
+            return out
+        return wrapper
+
+    pipe.encode_text = timed("text", pipe.encode_text)
+    pipe.sample = timed("denoise", pipe.sample)
+    pipe.decode_latents = timed("decode", pipe.decode_latents)
+    runs = []
+    for _ in range(args.repeat):
+        stage.clear()
+        t = time.perf_counter()
+        out = pipe([PROMPT], image_size=(h, w), num_frames=args.frames, fps=24, seed=0, progress=False)
+        total = time.perf_counter() - t
+        runs.append(dict(stage, total=total, other=total - sum(stage.values()),
+                         first_step=getattr(pipe.scheduler, "compile_seconds", None)))
+    print(json.dumps(dict(backend=args.backend, runs=runs, build_s=build_s, rss_imported_mb=rss_imported,
+                          rss_built_mb=rss_built,
+                          peak_rss_mb=_hwm_mb(),
+                          video_shape=list(out.videos[0].shape), latent=[pipe.latent_channels, *latent],
+                          process_s=time.perf_counter() - t_start, load=[load0, os.getloadavg()[0]],
+                          frameworks=[m for m in ("torch", "mindspore") if m in sys.modules])))
+
+
+def _run_child(args, *extra):
+    env = dict(os.environ, GLOG_v="3", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=ROOT)
+    cmd = [sys.executable, os.path.abspath(__file__), "--folder", args.folder, "--frames", str(args.frames),
+           "--size", args.size, "--pipeline-steps", str(args.pipeline_steps), "--repeat", str(args.repeat), *extra]
+    t = time.perf_counter()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode or not line:
+        print(f"child {' '.join(extra)} FAILED (exit {res.returncode})\n{res.stderr[-3000:]}")
+        return None
+    out = json.loads(line[-1])
+    out["wall_s"] = wall
+    return out
+
+
+def bench_pipeline(args):
+    args.folder = tempfile.mkdtemp(prefix="bench_sampling_")
+    try:
+        save_pipeline(args.folder)
+        res = {be: _run_child(args, "--child", "run", "--backend", be) for be in ("pt", "ms")}
+    finally:
+        shutil.rmtree(args.folder, ignore_errors=True)
+    pt, ms_ = res["pt"], res["ms"]
+    if not (pt and ms_):
+        return res
+    c, t, lh, lw = pt["latent"]
+    print(f"\npipeline: STDiT3-S/2 + OpenSoraVAE_V1_2-S + T5-S (random weights, from_pretrained), 1 prompt, "
+          f"{args.frames} frames at {args.size} -> latent {c}x{t}x{lh}x{lw} ({t * (lh // 2) * (lw // 2)} tokens), "
+          f"{args.pipeline_steps} steps, CFG 7.0 (batch 2), fp32, CPU ({os.cpu_count()} cores); output video "
+          f"{'x'.join(map(str, pt['video_shape']))} uint8; each backend in its own process")
+
+    def table(title, pick):
+        p, m = pick(pt), pick(ms_)
+        print(f"\n{title}")
+        print("| stage | PT s | MS s | MS/PT |")
+        print("|---|---|---|---|")
+        for key, label in (("text", "text encode (T5-S)"), ("denoise", f"denoise ({args.pipeline_steps} steps)"),
+                           ("decode", "VAE decode"), ("other", "other (prompts, noise, uint8)"),
+                           ("total", "total")):
+            print(f"| {label} | {p[key]:.3f} | {m[key]:.3f} | {m[key] / p[key]:.2f} |")
+        if m.get("first_step") is not None:
+            print(f"| of the MS denoise: first step (compile_seconds) | - | {m['first_step']:.3f} | |")
+
+    table("cold run (the first call in a fresh process: MindSpore compiles the T5 forward and the denoiser here)",
+          lambda r: r["runs"][0])
+    if args.repeat > 1:
+        table(f"warm runs (median of runs 2..{args.repeat}, same process)",
+              lambda r: {k: _med([run[k] for run in r["runs"][1:]]) for k in r["runs"][1]
+                         if k != "first_step"} | {"first_step": None})
+    print("\n| process | PT | MS | MS/PT |")
+    print("|---|---|---|---|")
+    for key, label, fmt in (("peak_rss_mb", "peak RSS MB (VmHWM)", "{:.0f}"),
+                            ("rss_built_mb", "RSS before run MB (after imports + build)", "{:.0f}"),
+                            ("rss_imported_mb", "RSS after imports MB", "{:.0f}"),
+                            ("build_s", "load (from_pretrained) s", "{:.2f}"),
+                            ("wall_s", "process wall s (imports included)", "{:.1f}")):
+        print(f"| {label} | {fmt.format(pt[key])} | {fmt.format(ms_[key])} | {ms_[key] / pt[key]:.2f} |")
+    print(f"frameworks loaded: PT process {pt['frameworks']}, MS process {ms_['frameworks']}; load average "
+          f"PT {pt['load'][0]:.1f} -> {pt['load'][1]:.1f}, MS {ms_['load'][0]:.1f} -> {ms_['load'][1]:.1f}")
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("steps", "pipeline", "all"), default="all")
+    ap.add_argument("--steps", type=int, default=5, help="sampling steps per run in --part steps (small config)")
+    ap.add_argument("--mid-steps", type=int, default=4,
+                    help="sampling steps per run at the mid config (its compile alone takes ~1 min here)")
+    ap.add_argument("--repeat", type=int, default=1, help="sample / pipeline runs per implementation")
+    ap.add_argument("--configs", default="small,mid", help="--part steps configs (bench_stdit3's)")
+    ap.add_argument("--no-pynative", action="store_true", help="skip MindSpore PyNative at the small config")
+    ap.add_argument("--pipeline-steps", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--size", default="32x48", help="HxW in pixels")
+    ap.add_argument("--child", choices=("run",), help=argparse.SUPPRESS)
+    ap.add_argument("--backend", choices=("pt", "ms"), help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if min(args.steps, args.mid_steps) < 2 or args.repeat < 1:
+        ap.error("--steps / --mid-steps must be >= 2 (a first step and later ones) and --repeat >= 1")
+    if args.child == "run":
+        return child_pipeline(args)
+
+    t0 = time.perf_counter()
+    if args.part in ("steps", "all"):
+        print("== seconds per RFLOW sampling step (CFG batched), MS graph vs PT eager ==")
+        for name in args.configs.split(","):
+            bench_steps(name, args.mid_steps if name == "mid" else args.steps, args.repeat,
+                        pynative=(name == "small" and not args.no_pynative))
+    if args.part in ("pipeline", "all"):
+        print("\n== one whole small pipeline run per backend (text / denoise / decode, peak RSS) ==")
+        bench_pipeline(args)
+    print(f"\nbench_sampling wall time {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
