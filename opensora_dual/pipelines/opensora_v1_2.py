@@ -105,6 +105,10 @@ class OpenSoraPipelineBase:
         """Drop components (``"text_encoder"``, ``"model"``, ``"vae"``) to free memory between stages."""
         for n in names:
             setattr(self, n, None)
+        if "model" in names:  # the MindSpore sampler caches its compiled CFG denoiser, which holds the model
+            cache = getattr(self.scheduler, "_denoisers", None)
+            if cache:
+                cache.clear()
         gc.collect()
 
     # ---- the pipeline ---------------------------------------------------------------------------------
