@@ -1,0 +1,198 @@
+"""One Open-Sora 1.2 training step (rectified flow), the reference. Mirrors ``v1.2.0:scripts/train.py``'s inner
+loop and ``opensora/schedulers/rf/__init__.py::RFLOW.training_losses``:
+
+    x_t = (1 - t/1000) x0 + (t/1000) noise      (frames with x_mask False: x0 exactly)
+    loss = mean over the batch of [ sum over x_mask-True frames of (v_pred - (x0 - noise))^2
+                                    / (mask.sum(1) * C * H * W) ]     (no mask: plain MSE)
+    AdamW (eps 1e-15) -> global-norm clipping (1.0) -> LinearWarmupLR -> EMA (fp32 copy, decay 0.99)
+
+Every random number (t, noise, caption drop, frame masks) comes from ``opensora_dual.training.TrainBatchNoise``,
+drawn in numpy, so the MindSpore port (``ms_impl.training``) can be fed the same numbers.
+"""
+import copy
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.utils.checkpoint
+
+from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
+                                          linear_warmup_lr, split_batch)
+
+
+def rflow_training_loss(model, x0, noise, t, timepoints, model_kwargs, x_mask=None, drop_ids=None):
+    """Upstream's ``training_losses(...)["loss"].mean()`` in fp32.
+
+    ``timepoints`` = 1 - t/num_timesteps ([B] float32, ``TrainBatchNoise.timepoints()``); ``drop_ids`` [B]
+    (1 = replace the caption by ``model.y_embedder.y_embedding`` through the model's own ``token_drop``, i.e.
+    upstream's caption dropout with the decision made outside); ``x_mask`` [B, T] bool (True = generated).
+    The velocity is the first C output channels (upstream ``chunk(2, dim=1)[0]``: the same for pred_sigma)."""
+    model_kwargs = dict(model_kwargs)
+    tp = timepoints.reshape(-1, 1, 1, 1, 1)
+    x_t = tp * x0 + (1 - tp) * noise
+    if x_mask is not None:
+        x_t = torch.where(x_mask[:, None, :, None, None], x_t, x0)   # add_noise(x0, noise, 0) == x0
+        model_kwargs["x_mask"] = x_mask
+    if drop_ids is not None:
+        model_kwargs["y"] = model.y_embedder.token_drop(model_kwargs["y"], drop_ids)
+    out = model(x_t, t, **model_kwargs)
+    pred = out[:, :x0.shape[1]].float()
+    err = (pred - (x0 - noise)).pow(2)
+    if x_mask is None:
+        per_sample = err.mean(dim=list(range(1, err.dim())))
+    else:  # mean_flat(..., mask): "b c t h w -> b t (c h w)"
+        B, C, T = err.shape[:3]
+        err = err.permute(0, 2, 1, 3, 4).reshape(B, T, -1)
+        m = x_mask.to(err.dtype)
+        denom = m.sum(dim=1) * err.shape[-1]
+        per_sample = (err * m.unsqueeze(2)).sum(dim=1).sum(dim=1) / denom
+    return per_sample.mean()
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay):
+    """Upstream's ``update_ema`` (unsharded form): ema <- decay*ema + (1-decay)*param for every named
+    parameter except "pos_embed" and those with requires_grad False; buffers are not touched."""
+    ema_params = dict(ema_model.named_parameters())
+    for name, param in model.named_parameters():
+        if not ema_tracked(name, param.requires_grad):
+            continue
+        ema_params[name].mul_(decay).add_(param.data.float(), alpha=1 - decay)
+
+
+def _blocks(model):
+    return list(model.spatial_blocks) + list(model.temporal_blocks)
+
+
+def set_grad_checkpointing(model, enabled=True):
+    """Recompute every STDiT3 block in the backward pass (upstream ``auto_grad_checkpoint``:
+    ``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)``). Done by an instance-level
+    ``forward`` on each block, so the model code and the state-dict keys are untouched."""
+    for block in _blocks(model):
+        if "forward" in block.__dict__:          # already wrapped: restore the class forward
+            del block.forward
+        if enabled:
+            orig = block.forward
+
+            def forward(*args, _orig=orig, **kwargs):
+                return torch.utils.checkpoint.checkpoint(_orig, *args, use_reentrant=False, **kwargs)
+
+            block.forward = forward
+    return model
+
+
+def _t(v, dtype=None):
+    if v is None:
+        return None
+    a = torch.from_numpy(np.ascontiguousarray(v))
+    return a if dtype is None else a.to(dtype)
+
+
+class TrainStep:
+    """Owns the optimizer, the lr schedule, the EMA copy and the step counters of one training run.
+
+    ``step(batch, noise=None)``: ``batch`` is a dict of numpy arrays -- ``x0`` [B, C, T, H, W] latents, ``y``
+    [B, 1, L, caption_channels], ``mask`` [B, L] text mask (optional), ``fps``, ``height``, ``width``,
+    ``num_frames`` [B] (pixels); ``noise`` a ``TrainBatchNoise`` (None: drawn from this step's generator with
+    the v1.2 defaults). Returns ``dict(loss, grad_norm, lr, skipped)`` (``grads`` too with keep_grads=True:
+    the accumulated, unclipped gradient of every trainable parameter).
+
+    Caption dropout: the step owns it. ``model.y_embedder.uncond_prob`` is read once (``caption_drop_prob``,
+    used for drawn noise) and set to 0 so the model never draws its own; the drop ids of ``noise`` are applied
+    with the model's ``token_drop``.
+    """
+
+    def __init__(self, model, lr, weight_decay=0.0, eps=1e-15, betas=(0.9, 0.999), grad_clip=1.0, warmup_steps=0,
+                 ema_decay=0.99, grad_accum=1, recompute=False, seed=0):
+        if grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        self.model = model
+        self.base_lr, self.weight_decay, self.eps, self.betas = lr, weight_decay, eps, tuple(betas)
+        self.grad_clip, self.warmup_steps = grad_clip, warmup_steps
+        self.ema_decay, self.grad_accum, self.recompute = ema_decay, grad_accum, recompute
+        self.rng = np.random.default_rng(seed)
+        self.caption_drop_prob = float(model.y_embedder.uncond_prob)
+        model.y_embedder.uncond_prob = 0.0
+        model.train()
+        self.named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW([p for _, p in self.named_params], lr=lr, betas=self.betas, eps=eps,
+                                           weight_decay=weight_decay)
+        self.ema = None
+        if ema_decay is not None:  # upstream: deepcopy -> fp32 -> requires_grad False -> update_ema(decay=0)
+            self.ema = copy.deepcopy(model).float().eval()
+            set_grad_checkpointing(self.ema, False)
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+        set_grad_checkpointing(model, recompute)
+        self.global_step = 0     # step() calls that completed (updates + skipped)
+        self.update_count = 0    # optimizer updates applied (drives the lr schedule and bias correction)
+        self.skipped_steps = 0   # always 0 here (fp32, no loss scaling); kept for the port's interface
+
+    # ---- state -----------------------------------------------------------------------------------------
+    def lr_at(self, update: int) -> float:
+        return linear_warmup_lr(update, self.base_lr, self.warmup_steps)
+
+    def parameters(self) -> Dict[str, np.ndarray]:
+        return {n: p.detach().float().numpy().copy() for n, p in self.named_params}
+
+    def ema_state(self) -> Dict[str, np.ndarray]:
+        if self.ema is None:
+            return {}
+        tracked = {n for n, _ in self.named_params if ema_tracked(n, True)}
+        return {n: p.detach().numpy().copy() for n, p in self.ema.named_parameters() if n in tracked}
+
+    def optimizer_state(self) -> Dict[str, Dict[str, np.ndarray]]:
+        out = {}
+        for n, p in self.named_params:
+            st = self.optimizer.state.get(p, {})
+            if st:
+                out[n] = {"exp_avg": st["exp_avg"].numpy().copy(), "exp_avg_sq": st["exp_avg_sq"].numpy().copy()}
+        return out
+
+    # ---- the step --------------------------------------------------------------------------------------
+    def loss(self, batch, noise: TrainBatchNoise):
+        """The fp32 loss of one (micro-)batch; differentiable."""
+        kwargs = dict(y=_t(batch["y"], torch.float32), mask=_t(batch.get("mask")),
+                      fps=_t(batch.get("fps"), torch.float32), height=_t(batch.get("height"), torch.float32),
+                      width=_t(batch.get("width"), torch.float32))
+        return rflow_training_loss(self.model, _t(batch["x0"], torch.float32), _t(noise.noise),
+                                   _t(noise.t), _t(noise.timepoints()), kwargs, x_mask=_t(noise.x_mask),
+                                   drop_ids=_t(noise.drop_ids.astype(np.int64)))
+
+    def step(self, batch, noise: Optional[TrainBatchNoise] = None, keep_grads=False) -> dict:
+        if noise is None:
+            noise = default_noise(batch, self.rng, self.caption_drop_prob)
+        k = self.grad_accum
+        micro_batches, micro_noises = split_batch(batch, k), noise.split(k)
+        lr = self.lr_at(self.update_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for i, (mb, mn) in enumerate(zip(micro_batches, micro_noises)):
+            loss = self.loss(mb, mn)
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise TrainingDivergedError(self.global_step, value, i, k)
+            (loss / k).backward()
+            losses.append(value)
+        params = [p for _, p in self.named_params]
+        for p in params:  # a parameter the loss does not reach has a zero gradient (as in the port)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = {n: p.grad.detach().numpy().copy() for n, p in self.named_params} if keep_grads else None
+        if self.grad_clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            update_ema(self.ema, self.model, self.ema_decay)
+        self.update_count += 1
+        self.global_step += 1
+        out = dict(loss=float(np.mean(losses)), grad_norm=float(grad_norm), lr=lr, skipped=False)
+        if keep_grads:
+            out["grads"] = grads
+        return out
