@@ -163,19 +163,10 @@ def bench_steps(name, steps, repeat, pynative):
 # -------------------------------------------------------------------------------------------- pipeline
 def save_pipeline(folder):
     """Build the random small pipeline in the PyTorch twin and write it as a pipeline folder (in this process)."""
-    import torch
-
     sys.path.insert(0, ROOT)
-    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
-    from parity_tests.engine import fill_zero_parameters
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+    from pt_reference.pipelines.opensora_v1_2 import write_random_pipeline
 
-    tok = os.path.join(folder, "tokenizer")
-    build_t5_tokenizer_folder(tok, vocab_size=512)
-    torch.manual_seed(0)
-    pipe = OpenSoraPipeline.build_random(tokenizer=tok)
-    fill_zero_parameters(pipe.model)
-    pipe.save_pretrained(os.path.join(folder, "pipeline"))
+    write_random_pipeline(os.path.join(folder, "pipeline"))
 
 
 def child_pipeline(args):

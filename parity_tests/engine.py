@@ -41,6 +41,7 @@ import torch
 
 from parity_tests import standard
 from parity_tests.standard import CASE_DTYPE_NAME, Metrics, Verdict, compare, judge
+from pt_reference.init_utils import fill_zero_parameters  # noqa: F401  (re-exported: cases and scripts use it)
 
 MS_DTYPES = {"fp32": ms.float32, "fp16": ms.float16, "bf16": ms.bfloat16}
 PT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -357,25 +358,6 @@ def transfer_weights(pt_model, ms_model) -> None:
     import converters
 
     converters.pt_to_ms(pt_model, ms_model, strict=True)
-
-
-def fill_zero_parameters(module, seed: int = 0, std: float = 0.02) -> List[str]:
-    """Give every all-zero parameter of a PyTorch module small random values (in place); returns their names.
-
-    DiT-style initialisation zeroes the final layer and the adaLN/cross-attention projections, which makes
-    a whole-model comparison vacuous (both sides output zeros). Parity cases on random weights call this on
-    the PyTorch twin before the weights are copied to the port.
-    """
-    g = torch.Generator().manual_seed(seed)
-    filled = []
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.numel() and not p.is_floating_point():
-                continue
-            if p.numel() and torch.count_nonzero(p) == 0:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * std)
-                filled.append(name)
-    return filled
 
 
 # ------------------------------------------------------------------------------------ session cache

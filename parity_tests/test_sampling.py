@@ -1,12 +1,10 @@
 """Sampling parity (the standard's sampling levels): the small random-weight Open-Sora 1.2 pipeline in both
 twins, every inference mode, with CFG: teacher-forced per step and free-running end to end (same noise),
 decoded videos by PSNR; fp16 teacher-forced. The cases are rows; ``parity_tests.sampling`` runs them."""
-import os
 
 import numpy as np
 import pytest
 
-from parity_tests.engine import fill_zero_parameters
 from parity_tests.sampling import SamplingCase, format_sampling_result, run_sampling_case
 
 # latent 12x16 with the small VAE (x2). At 24x32 pixels the timestep transform maps t = 1000 of a video to
@@ -19,19 +17,11 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """Reference image/video files and the pipeline folder the port loads (weights through the converter)."""
-    import torch
-
     from opensora_dual.inference import save_sample
-    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline as PtPipeline
+    from pt_reference.pipelines.opensora_v1_2 import write_random_pipeline
 
     d = tmp_path_factory.mktemp("sampling")
-    tok = str(d / "tokenizer")
-    build_t5_tokenizer_folder(tok, vocab_size=512)
-    torch.manual_seed(0)
-    pt = PtPipeline.build_random(tokenizer=tok, scheduler=dict(num_sampling_steps=STEPS))
-    fill_zero_parameters(pt.model)
-    pt.save_pretrained(str(d / "pipeline"))
+    write_random_pipeline(str(d / "pipeline"), scheduler=dict(num_sampling_steps=STEPS))
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:40, 0:64]
     frames = []

@@ -96,23 +96,18 @@ def demo_sampling(args, parity_dir):
     into an mp4 with each backend; the sampling parity engine compares the two runs (teacher-forced per step
     and free-running) and the numbers land beside the parity report, with a side-by-side mp4."""
     from opensora_dual.inference import read_video, write_side_by_side
-    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
     from parity_tests.sampling import SamplingCase, format_sampling_result, run_sampling_case
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline as PtPipeline
+    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline as PtPipeline, write_random_pipeline
     from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline as MsPipeline
 
     root = os.path.join(args.out, "sampling")
-    folder, tok = os.path.join(root, "pipeline"), os.path.join(root, "tokenizer")
+    folder = os.path.join(root, "pipeline")
     config = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "demo-small.yaml")
     prompt = "a red car driving along a river at sunset"
     step(5, f"sampling with scripts/sample.py (small random-weight pipeline {folder}), both backends")
     if os.path.exists(root):
         shutil.rmtree(root)   # a fresh pipeline and fresh videos on every run
-    build_t5_tokenizer_folder(tok, vocab_size=512)
-    torch.manual_seed(args.seed)
-    pipe = PtPipeline.build_random(tokenizer=tok)
-    fill_zero_parameters(pipe.model, seed=args.seed)
-    pipe.save_pretrained(folder)
+    write_random_pipeline(folder, tokenizer=None, seed=args.seed)
     videos = {}
     for backend in ("ms", "pt"):
         save_dir = os.path.join(root, backend)

@@ -12,7 +12,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import mint, nn
 
-from opensora_dual.sampling.rflow import MaskSchedule, RFlowSchedule, add_noise_timepoints
+from opensora_dual.sampling.rflow import MaskSchedule, RFlowSampler, add_noise_timepoints
 
 
 def _bcast(v, ndim):
@@ -40,17 +40,11 @@ class CFGDenoiser(nn.Cell):
         return pred_uncond + guidance * (pred_cond - pred_uncond)
 
 
-class RFLOW:
+class RFLOW(RFlowSampler):
     def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
                  use_timestep_transform=False, transform_scale=1.0, **kwargs):
-        self.num_sampling_steps = num_sampling_steps
-        self.num_timesteps = num_timesteps
-        self.cfg_scale = cfg_scale
-        self.use_discrete_timesteps = use_discrete_timesteps
-        self.use_timestep_transform = use_timestep_transform
-        self.transform_scale = transform_scale
-        self.schedule = RFlowSchedule(num_sampling_steps, num_timesteps, use_discrete_timesteps,
-                                      use_timestep_transform, transform_scale)
+        super().__init__(num_sampling_steps, num_timesteps, cfg_scale, use_discrete_timesteps,
+                         use_timestep_transform, transform_scale)
         self.graph = kwargs.get("graph", True)
         self._denoisers = {}          # id(model) -> (CFGDenoiser, compiled construct)
         self.compile_seconds = None   # wall time of the first (compiling) graph call of the last run
@@ -74,7 +68,7 @@ class RFLOW:
             y_null = mint.tile(emb.reshape(1, 1, *emb.shape), (B, 1, 1, 1))
         else:
             y_null = ms.Tensor(np.asarray(y_null, np.float32))
-        g = self.cfg_scale if guidance_scale is None else guidance_scale
+        g = self.guidance(guidance_scale)
         return {"timesteps": ts, "dts": self.schedule.dts(ts), "mask": MaskSchedule(mask, self.num_timesteps),
                 "y": mint.cat([y, y_null.astype(y.dtype)], 0),
                 "y_mask": None if y_mask is None else ms.Tensor(np.asarray(y_mask).astype(np.int32)),

@@ -119,3 +119,23 @@ class MaskSchedule:
         add_noise = active & ~self.noise_added
         self.noise_added = active
         return active, add_noise
+
+
+class RFlowSampler:
+    """What both ``RFLOW`` twins share: upstream's constructor arguments and the schedule built from them.
+    The twins add ``prepare``, ``step`` and ``sample`` with their framework's tensors."""
+
+    def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
+                 use_timestep_transform=False, transform_scale=1.0, **kwargs):
+        self.num_sampling_steps = num_sampling_steps
+        self.num_timesteps = num_timesteps
+        self.cfg_scale = cfg_scale
+        self.use_discrete_timesteps = use_discrete_timesteps
+        self.use_timestep_transform = use_timestep_transform
+        self.transform_scale = transform_scale
+        self.schedule = RFlowSchedule(num_sampling_steps, num_timesteps, use_discrete_timesteps,
+                                      use_timestep_transform, transform_scale)
+
+    def guidance(self, guidance_scale=None):
+        """``guidance_scale`` overrides ``cfg_scale`` (upstream's ``sample`` argument)."""
+        return self.cfg_scale if guidance_scale is None else guidance_scale

@@ -51,3 +51,23 @@ class OpenSoraPipeline(OpenSoraPipelineBase):
             raise ValueError(f"dtype must be fp32, fp16 or bf16, got {dtype!r}")
         self.dtype = dtype
         return self
+
+
+def write_random_pipeline(folder, tokenizer=None, seed=0, **build_kwargs):
+    """A small random-weight pipeline (registered presets, ``build_random``) written with ``save_pretrained``
+    so either twin loads the same weights from ``folder``; returns the reference pipeline. Zero-initialised
+    parameters (upstream zeroes the final layer and some projections) get small random values, so every weight
+    counts. ``tokenizer``: a folder with ``spiece.model``; None trains a tiny one into ``folder/../tokenizer``."""
+    import os
+
+    from opensora_dual.text.toy_tokenizers import build_t5_tokenizer_folder
+    from pt_reference.init_utils import fill_zero_parameters
+
+    if tokenizer is None:
+        tokenizer = os.path.join(os.path.dirname(os.path.abspath(folder)), "tokenizer")
+        build_t5_tokenizer_folder(tokenizer, vocab_size=512)
+    torch.manual_seed(seed)
+    pipe = OpenSoraPipeline.build_random(tokenizer=tokenizer, **build_kwargs)
+    fill_zero_parameters(pipe.model, seed=seed)
+    pipe.save_pretrained(folder)
+    return pipe

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from opensora_dual.sampling.rflow import MaskSchedule, RFlowSchedule, add_noise_timepoints, cfg_combine
+from opensora_dual.sampling.rflow import MaskSchedule, RFlowSampler, add_noise_timepoints, cfg_combine
 
 
 def _bcast(v, x):
@@ -18,18 +18,7 @@ def _bcast(v, x):
     return torch.as_tensor(v, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
-class RFLOW:
-    def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
-                 use_timestep_transform=False, transform_scale=1.0, **kwargs):
-        self.num_sampling_steps = num_sampling_steps
-        self.num_timesteps = num_timesteps
-        self.cfg_scale = cfg_scale
-        self.use_discrete_timesteps = use_discrete_timesteps
-        self.use_timestep_transform = use_timestep_transform
-        self.transform_scale = transform_scale
-        self.schedule = RFlowSchedule(num_sampling_steps, num_timesteps, use_discrete_timesteps,
-                                      use_timestep_transform, transform_scale)
-
+class RFLOW(RFlowSampler):
     # ---- one run, step by step (teacher-forced parity drives ``step`` directly) ----------------------
     def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
                 model=None):
@@ -47,7 +36,7 @@ class RFLOW:
             model_args[k] = torch.as_tensor(v)
         return {"timesteps": ts, "dts": self.schedule.dts(ts), "mask": MaskSchedule(mask, self.num_timesteps),
                 "model_args": model_args,
-                "guidance": self.cfg_scale if guidance_scale is None else guidance_scale}
+                "guidance": self.guidance(guidance_scale)}
 
     def guided_velocity(self, model, z, t, model_args, x_mask, guidance):
         """One batched forward [cond; null] -> v_uncond + s (v_cond - v_uncond) on the first C channels."""
