@@ -122,8 +122,7 @@ def demo_sampling(args, parity_dir):
         path = os.path.join(save_dir, "demo_0000.mp4")
         videos[backend] = read_video(path)[0]
         print(f"      {backend}: {path} ({videos[backend].shape[0]} frames, {time.time() - t:.0f} s)")
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from sample import load_config   # the script's own config reader (``_base_`` inheritance)
+    from opensora_dual.config import load_config   # the scripts' config reader (``_base_`` inheritance)
 
     cfg = load_config(config)
     side = write_side_by_side(videos["ms"], videos["pt"], os.path.join(root, "side_by_side.mp4"),

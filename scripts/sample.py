@@ -42,6 +42,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from opensora_dual.config import ConfigError, load_config, parse_value  # noqa: E402  (framework-free)
+
 PROG = "sample.py"
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "sample.yaml")
 SCRIPT_DEFAULTS = dict(pipeline_folder=None, build_random_pipeline=False, noise="numpy", stages=1,
@@ -168,20 +170,6 @@ def build_parser():
     return p
 
 
-def parse_value(text):
-    """A command-line value for a generic key: JSON numbers/lists/true/false/null (None/True/False too), else the
-    string itself (so "9:16" stays a string, unlike YAML 1.1)."""
-    low = text.strip().lower()
-    if low in ("none", "null", "~"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_generic(tokens):
     """["--scheduler.num_sampling_steps", "3", "--a=b", "--l", "1", "2"]
     -> [("scheduler.num_sampling_steps", 3), ("a", "b"), ("l", [1, 2])]"""
@@ -204,45 +192,6 @@ def parse_generic(tokens):
         key = name.replace("-", "_")
         out.append((key, parse_value(values[0]) if len(values) == 1 else [parse_value(v) for v in values]))
     return out
-
-
-def _read_yaml(path):
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"config not found: {path}") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read config {path}: {' '.join(str(e).split())}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def deep_merge(base, over):
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(path, _seen=()):
-    path = os.path.abspath(path)
-    if path in _seen:
-        raise UserError(f"config {path} inherits from itself (_base_ cycle)")
-    data = _read_yaml(path)
-    base = data.pop("_base_", None)
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        data = deep_merge(load_config(base_path, _seen + (path,)), data)
-    return data
 
 
 def set_key(cfg, dotted, value, cli_keys):
@@ -1073,7 +1022,7 @@ def main(argv=None):
             return 0
         runner = Runner(cfg, cli_keys, args)
         runner.run()
-    except (UserError, InferenceInputError, ConversionError) as e:
+    except (UserError, ConfigError, InferenceInputError, ConversionError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

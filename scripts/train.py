@@ -42,7 +42,6 @@ under msrun: data parallel, each rank takes its share of the bucket sampler's ba
 ranks (AllReduce) before the optimizer. A NaN/Inf loss stops the run (exit 3) naming the step; the checkpoints
 already written stay as they are. Bad input: one line on stderr, exit 2.
 """
-import copy
 import json
 import math
 import os
@@ -54,6 +53,8 @@ import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from opensora_dual.config import ConfigError, deep_merge, load_config, parse_value  # noqa: E402  (framework-free)
 
 PROG = "train.py"
 # Test hooks (environment): sleep inside the checkpoint write of one step ("STEP:SECONDS"), so a test can kill the
@@ -115,19 +116,6 @@ def one_line(err):
 # ---------------------------------------------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------------------------------------------
-def parse_value(text):
-    """A command-line value: JSON (numbers, lists, dicts, true/false/null), None/True/False, else the string."""
-    low = text.strip().lower()
-    if low in ("none", "null", "~"):
-        return None
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_cli(argv):
     """-> (config path, [(dotted key, value)], print_config). ``--key value``, ``--key=value``, ``--key v1 v2``
     (a list); a key without a value is True (``--resume`` alone is "auto")."""
@@ -164,45 +152,6 @@ def parse_cli(argv):
             value = parse_value(values[0]) if len(values) == 1 else [parse_value(v) for v in values]
         pairs.append((key, value))
     return config, pairs, show
-
-
-def _read_yaml(path):
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"config not found: {path}") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read config {path}: {one_line(e)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"config {path} must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def deep_merge(base, over):
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def load_config(path, _seen=()):
-    path = os.path.abspath(path)
-    if path in _seen:
-        raise UserError(f"config {path} inherits from itself (_base_ cycle)")
-    data = _read_yaml(path)
-    base = data.pop("_base_", None)
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        data = deep_merge(load_config(base_path, _seen + (path,)), data)
-    return data
 
 
 def effective_config(argv):
@@ -1331,7 +1280,7 @@ def main(argv=None):
             return Trainer(cfg, cli).run()
         except (ConversionError, DataError) as e:
             raise UserError(one_line(e)) from None
-    except UserError as e:
+    except (UserError, ConfigError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr, flush=True)
         return EXIT_USER
     except Diverged as e:

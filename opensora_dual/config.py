@@ -1,0 +1,64 @@
+"""YAML configs for the scripts (``scripts/sample.py``, ``scripts/train.py``): reading, ``_base_`` inheritance,
+merging, and command-line values. Bad input raises ``ConfigError`` with one line."""
+import copy
+import json
+import os
+
+
+class ConfigError(ValueError):
+    """A config file or command-line value the scripts cannot use (one line, no traceback)."""
+
+
+def parse_value(text):
+    """A command-line value: JSON (numbers, lists, dicts, true/false/null), None/True/False, else the string
+    itself (so "9:16" stays a string, unlike YAML 1.1)."""
+    low = text.strip().lower()
+    if low in ("none", "null", "~"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def read_yaml(path):
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config not found: {path}") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base, over):
+    """``over`` on top of ``base`` (nested mappings merged, everything else replaced), as new objects."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_config(path, _seen=()):
+    """A YAML config with ``_base_: other.yaml`` (relative to the file) inheritance resolved."""
+    path = os.path.abspath(path)
+    if path in _seen:
+        raise ConfigError(f"config {path} inherits from itself (_base_ cycle)")
+    data = read_yaml(path)
+    base = data.pop("_base_", None)
+    if base:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        data = deep_merge(load_config(base_path, _seen + (path,)), data)
+    return data
