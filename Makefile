@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_text_encoder.py --part encoders
 	$(VPY) benchmarks/bench_vae.py --frames 17 --size 32
 	$(VPY) benchmarks/bench_sampling.py
+	$(VPY) benchmarks/bench_train.py
 
 clean:
 	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis
