@@ -62,3 +62,26 @@ def load_config(path, _seen=()):
         base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
         data = deep_merge(load_config(base_path, _seen + (path,)), data)
     return data
+
+
+def resolve_weights(path, what):
+    """A local path, or a Hugging Face repo id found in the local cache (nothing is downloaded); None stays None.
+    Anything else raises ``ConfigError`` naming ``what`` ("diffusion model", "VAE", ...)."""
+    import re
+
+    if path is None:
+        return None
+    path = os.path.expanduser(str(path))
+    if os.path.exists(path):
+        return path
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(repo_id=path, local_files_only=True)
+        except Exception:
+            pass
+        raise ConfigError(f"{what} weights not found: {path} is neither a local path nor in the Hugging Face cache "
+                          f"(download it first, e.g. huggingface-cli download {path} --local-dir DIR, and pass the "
+                          f"folder)")
+    raise ConfigError(f"{what} weights not found: {path}")

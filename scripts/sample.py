@@ -42,7 +42,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from opensora_dual.config import ConfigError, load_config, parse_value  # noqa: E402  (framework-free)
+from opensora_dual.config import (ConfigError, load_config, parse_value,  # noqa: E402  (framework-free)
+                                   resolve_weights as _resolve_weights)
 
 PROG = "sample.py"
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "sample.yaml")
@@ -370,25 +371,13 @@ def plan(cfg, num_frames, loop):
 # weights
 # ---------------------------------------------------------------------------------------------------------------
 def resolve_weights(path, what):
-    """A local path, or a Hugging Face repo id found in the local cache (nothing is downloaded)."""
+    """``opensora_dual.config.resolve_weights`` with this script's error type."""
     from opensora_dual.inference import InferenceInputError
 
-    if path is None:
-        return None
-    path = os.path.expanduser(str(path))
-    if os.path.exists(path):
-        return path
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return snapshot_download(repo_id=path, local_files_only=True)
-        except Exception:
-            pass
-        raise InferenceInputError(f"{what} weights not found: {path} is neither a local path nor in the Hugging Face "
-                                  f"cache (download it first, e.g. huggingface-cli download {path} --local-dir DIR, "
-                                  f"and pass the folder)")
-    raise InferenceInputError(f"{what} weights not found: {path}")
+    try:
+        return _resolve_weights(path, what)
+    except ConfigError as e:
+        raise InferenceInputError(str(e)) from None
 
 
 def _folder_type(path):

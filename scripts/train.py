@@ -54,7 +54,8 @@ import zlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from opensora_dual.config import ConfigError, deep_merge, load_config, parse_value  # noqa: E402  (framework-free)
+from opensora_dual.config import (ConfigError, deep_merge, load_config, parse_value,  # noqa: E402  (framework-free)
+                                   resolve_weights as _resolve_weights)
 
 PROG = "train.py"
 # Test hooks (environment): sleep inside the checkpoint write of one step ("STEP:SECONDS"), so a test can kill the
@@ -213,22 +214,11 @@ def _bool(cfg, key):
 
 
 def resolve_weights(path, what):
-    """A local path, or a Hugging Face repo id found in the local cache (nothing is downloaded)."""
-    if path is None:
-        return None
-    path = os.path.expanduser(str(path))
-    if os.path.exists(path):
-        return path
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", path) and not path.startswith("."):
-        try:
-            from huggingface_hub import snapshot_download
-
-            return snapshot_download(repo_id=path, local_files_only=True)
-        except Exception:
-            pass
-        raise UserError(f"{what} weights not found: {path} is neither a local path nor in the Hugging Face cache "
-                        f"(download it first and pass the folder)")
-    raise UserError(f"{what} weights not found: {path}")
+    """``opensora_dual.config.resolve_weights`` with this script's error type."""
+    try:
+        return _resolve_weights(path, what)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ compiled on the first step and reused for every step of a run (shapes are static
 passed when a conditioning mask exists). ``graph=False`` runs it in PyNative.
 """
 import time
-from typing import Callable, Optional
-
 import mindspore as ms
 import numpy as np
 from mindspore import mint, nn
@@ -101,16 +99,5 @@ class RFLOW(RFlowSampler):
             self.compile_seconds = time.perf_counter() - start
         return z
 
-    def sample(self, model, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, noise=None,
-               progress=True, y_null=None, callback: Optional[Callable] = None):
-        from tqdm import tqdm
-
-        z = z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
-        state = self.prepare(z, y, y_mask, additional_args, mask, guidance_scale, y_null, model)
-        if state["mask"].mask is not None and noise is None:
-            raise ValueError("a conditioning mask needs a noise source (frames get noise when they become active)")
-        for i in tqdm(range(self.num_sampling_steps), desc="steps", leave=False, disable=not progress):
-            z = self.step(model, z, i, state, noise)
-            if callback is not None:
-                callback(i, z)
-        return z
+    def as_latent(self, z):
+        return z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))

@@ -139,3 +139,24 @@ class RFlowSampler:
     def guidance(self, guidance_scale=None):
         """``guidance_scale`` overrides ``cfg_scale`` (upstream's ``sample`` argument)."""
         return self.cfg_scale if guidance_scale is None else guidance_scale
+
+    def as_latent(self, z):
+        """numpy or framework array -> the twin's tensor (twins override)."""
+        raise NotImplementedError
+
+    def sample(self, model, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, noise=None,
+               progress=True, y_null=None, callback=None):
+        """z [B, C, T, H, W] starting noise (reference latents already pasted by ``apply_mask_strategy``);
+        y [B, 1, L, C] caption features; mask [B, T] conditioning mask (None = plain t2v, no x_mask).
+        ``callback(i, z)`` after every step. The twins' ``prepare`` and ``step`` do the tensor work."""
+        from tqdm import tqdm
+
+        z = self.as_latent(z)
+        state = self.prepare(z, y, y_mask, additional_args, mask, guidance_scale, y_null, model)
+        if state["mask"].mask is not None and noise is None:
+            raise ValueError("a conditioning mask needs a noise source (frames get noise when they become active)")
+        for i in tqdm(range(self.num_sampling_steps), desc="steps", leave=False, disable=not progress):
+            z = self.step(model, z, i, state, noise)
+            if callback is not None:
+                callback(i, z)
+        return z

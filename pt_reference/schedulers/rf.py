@@ -5,8 +5,6 @@ The schedule (timesteps, transform, which frames are active, when they get noise
 Differences from upstream's signature: the sampler takes caption features (``y`` [B, 1, L, C], ``y_mask``
 [B, L]) instead of a text encoder and prompts, and draws random numbers from an injectable ``noise`` source.
 """
-from typing import Callable, Optional
-
 import numpy as np
 import torch
 
@@ -69,18 +67,5 @@ class RFLOW(RFlowSampler):
             z = torch.where(torch.from_numpy(active)[:, None, :, None, None], z, x0)
         return z
 
-    def sample(self, model, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, noise=None,
-               progress=True, y_null=None, callback: Optional[Callable] = None):
-        """z [B, C, T, H, W] starting noise (reference latents already pasted by ``apply_mask_strategy``);
-        y [B, 1, L, C] caption features; mask [B, T] conditioning mask (None = plain t2v, no x_mask)."""
-        from tqdm import tqdm
-
-        z = torch.as_tensor(np.asarray(z, np.float32)) if not torch.is_tensor(z) else z
-        state = self.prepare(z, y, y_mask, additional_args, mask, guidance_scale, y_null, model)
-        if state["mask"].mask is not None and noise is None:
-            raise ValueError("a conditioning mask needs a noise source (frames get noise when they become active)")
-        for i in tqdm(range(self.num_sampling_steps), desc="steps", leave=False, disable=not progress):
-            z = self.step(model, z, i, state, noise)
-            if callback is not None:
-                callback(i, z)
-        return z
+    def as_latent(self, z):
+        return z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z, np.float32))
