@@ -85,3 +85,29 @@ def resolve_weights(path, what):
                           f"(download it first, e.g. huggingface-cli download {path} --local-dir DIR, and pass the "
                           f"folder)")
     raise ConfigError(f"{what} weights not found: {path}")
+
+
+def split_options(tokens):
+    """``["--a.b", "3", "--c=d", "--l", "1", "2", "--flag"]`` -> ``[("a.b", ["3"]), ("c", ["d"]), ("l", ["1", "2"]),
+    ("flag", [])]``: the scripts' generic ``--key value`` syntax, values still raw strings."""
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if not tok.startswith("--") or len(tok) <= 2:
+            raise ConfigError(f"unexpected argument {tok!r} (options are --key value)")
+        name, i = tok[2:], i + 1
+        if "=" in name:
+            name, raw = name.split("=", 1)
+            values = [raw]
+        else:
+            values = []
+            while i < len(tokens) and not tokens[i].startswith("--"):
+                values.append(tokens[i])
+                i += 1
+        out.append((name, values))
+    return out
+
+
+def parse_values(values):
+    """Raw strings -> one value (``parse_value``) or a list of them."""
+    return parse_value(values[0]) if len(values) == 1 else [parse_value(v) for v in values]

@@ -42,8 +42,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from opensora_dual.config import (ConfigError, load_config, parse_value,  # noqa: E402  (framework-free)
-                                   resolve_weights as _resolve_weights)
+from opensora_dual.config import (ConfigError, load_config, parse_values,  # noqa: E402  (framework-free)
+                                   resolve_weights as _resolve_weights, split_options)
 
 PROG = "sample.py"
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "sample.yaml")
@@ -174,24 +174,12 @@ def build_parser():
 def parse_generic(tokens):
     """["--scheduler.num_sampling_steps", "3", "--a=b", "--l", "1", "2"]
     -> [("scheduler.num_sampling_steps", 3), ("a", "b"), ("l", [1, 2])]"""
-    out, i = [], 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise UserError(f"unexpected argument {tok!r} (options are --key value)")
-        name, i = tok[2:], i + 1
-        if "=" in name:
-            name, raw = name.split("=", 1)
-            values = [raw]
-        else:
-            values = []
-            while i < len(tokens) and not tokens[i].startswith("--"):
-                values.append(tokens[i])
-                i += 1
+    out = []
+    for name, values in split_options(tokens):
         if not values:
             raise UserError(f"option --{name} needs a value")
         key = name.replace("-", "_")
-        out.append((key, parse_value(values[0]) if len(values) == 1 else [parse_value(v) for v in values]))
+        out.append((key, parse_values(values)))
     return out
 
 

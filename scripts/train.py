@@ -54,8 +54,8 @@ import zlib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from opensora_dual.config import (ConfigError, deep_merge, load_config, parse_value,  # noqa: E402  (framework-free)
-                                   resolve_weights as _resolve_weights)
+from opensora_dual.config import (ConfigError, deep_merge, load_config, parse_values,  # noqa: E402  (framework-free)
+                                   resolve_weights as _resolve_weights, split_options)
 
 PROG = "train.py"
 # Test hooks (environment): sleep inside the checkpoint write of one step ("STEP:SECONDS"), so a test can kill the
@@ -121,23 +121,10 @@ def parse_cli(argv):
     """-> (config path, [(dotted key, value)], print_config). ``--key value``, ``--key=value``, ``--key v1 v2``
     (a list); a key without a value is True (``--resume`` alone is "auto")."""
     config, pairs, show = None, [], False
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok in ("-h", "--help"):
-            print(__doc__)
-            raise SystemExit(0)
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise UserError(f"unexpected argument {tok!r} (options are --key value)")
-        name, i = tok[2:], i + 1
-        if "=" in name:
-            name, raw = name.split("=", 1)
-            values = [raw]
-        else:
-            values = []
-            while i < len(argv) and not argv[i].startswith("--"):
-                values.append(argv[i])
-                i += 1
+    if any(tok in ("-h", "--help") for tok in argv):
+        print(__doc__)
+        raise SystemExit(0)
+    for name, values in split_options(argv):
         key = ".".join(part.replace("-", "_") for part in name.split("."))
         if key == "config":
             if len(values) != 1:
@@ -150,7 +137,7 @@ def parse_cli(argv):
         if not values:
             value = "auto" if key == "resume" else True
         else:
-            value = parse_value(values[0]) if len(values) == 1 else [parse_value(v) for v in values]
+            value = parse_values(values)
         pairs.append((key, value))
     return config, pairs, show
 

@@ -144,16 +144,20 @@ def read_table(path, variable=True):
     num_frames, height, width, aspect_ratio (filled in every row). Missing columns raise one ``DataError`` that
     names them all."""
     path = os.fspath(path)
+    columns, records = read_raw_table(path, "dataset table")
+    return _typed_rows(records, columns, path, variable)
+
+
+def read_raw_table(path, what="table"):
+    """(columns, records of strings) of a .csv or .parquet file; ``what`` names it in the errors."""
     if not os.path.isfile(path):
-        raise DataError(f"dataset table not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".csv":
-        columns, records = _read_csv(path)
-    elif ext == ".parquet":
-        columns, records = _read_parquet(path)
-    else:
-        raise DataError(f"unsupported dataset table {path}: use .csv or .parquet")
-    return _typed_rows(records, columns, path, variable)
+        return _read_csv(path)
+    if ext == ".parquet":
+        return _read_parquet(path)
+    raise DataError(f"unsupported {what} {path}: use .csv or .parquet")
 
 
 # ---------------------------------------------------------------------------------------------------------------

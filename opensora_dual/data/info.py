@@ -15,7 +15,7 @@ decoded before the error); the output csv is written atomically.
 import os
 import sys
 
-from opensora_dual.data.dataset import _read_csv, _read_parquet, write_table
+from opensora_dual.data.dataset import read_raw_table, write_table
 from opensora_dual.data.errors import CorruptSampleError, DataError
 from opensora_dual.inference.references import IMG_EXTENSIONS
 
@@ -133,13 +133,7 @@ def run_info(input_path, output_path=None, fmin=None, progress=True, log=_STDERR
         raise DataError(f"input table not found: {input_path}")
     if fmin is not None and (not isinstance(fmin, int) or isinstance(fmin, bool) or fmin < 0):
         raise DataError(f"fmin must be a non-negative integer, got {fmin!r}")
-    ext = os.path.splitext(input_path)[1].lower()
-    if ext == ".csv":
-        columns, records = _read_csv(input_path)
-    elif ext == ".parquet":
-        columns, records = _read_parquet(input_path)
-    else:
-        raise DataError(f"unsupported input table {input_path}: use .csv or .parquet")
+    columns, records = read_raw_table(input_path, "input table")
     if "path" not in columns:
         raise DataError(f"{input_path}: missing required column path (columns: {', '.join(columns) or 'none'})")
     output_path = os.fspath(output_path) if output_path is not None else default_output_path(input_path, fmin)
