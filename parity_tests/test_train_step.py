@@ -517,3 +517,63 @@ def test_set_data_detaches_a_compiled_graph_assign_does_not():
     print(f"after set_data: compiled graph {stale}, PyNative {float(net(x).asnumpy())}")
     assert float(net(x).asnumpy()) == 15.0
     assert stale in (6.0, 15.0)  # 6.0 on MindSpore 2.10 CPU (stale); TrainStep recompiles either way
+
+
+# ------------------------------------------------------------------------------------------- state_dict (checkpoints)
+def test_state_dict_resumes_exactly_and_crosses_twins():
+    """``TrainStep.state_dict`` holds everything the next step needs: a fresh TrainStep given the weights and
+    the state of a run after 2 steps takes step 3 exactly as the uninterrupted run does (each twin), and the
+    port given the *reference's* state takes the reference's step 3 within the standard's ceilings."""
+    batch = make_batch(2, seed=7)
+    noises = [make_noise(batch, seed=20 + s) for s in range(3)]
+    pt = pt_model()
+    port = ms_twin(pt)
+    a = PTT.TrainStep(pt, lr=1e-3, warmup_steps=2, ema_decay=0.9)
+    b = MST.TrainStep(port, lr=1e-3, warmup_steps=2, ema_decay=0.9, jit=False)
+    for s in range(2):
+        a.step(batch, noises[s])
+        b.step(batch, noises[s])
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb) and set(sa["exp_avg"]) == set(sb["exp_avg"]) and sa["counters"] == sb["counters"]
+    wa, wb = a.parameters(), b.parameters()
+    ra, rb = a.step(batch, noises[2], keep_grads=True), b.step(batch, noises[2])
+
+    # each twin resumed from its own state: bit-identical step 3
+    pt2 = pt_model()   # same buffers (the null caption); the trainable weights come from the run
+    with torch.no_grad():
+        for n, p in pt2.named_parameters():
+            if n in wa:
+                p.copy_(torch.from_numpy(wa[n]))
+    a2 = PTT.TrainStep(pt2, lr=1e-3, warmup_steps=2, ema_decay=0.9)
+    a2.load_state_dict(sa)
+    ra2 = a2.step(batch, noises[2])
+    assert ra2["loss"] == ra["loss"] and ra2["lr"] == ra["lr"]
+    for k, v in a.parameters().items():
+        np.testing.assert_array_equal(a2.parameters()[k], v, err_msg=k)
+    for k, v in a.ema_state().items():
+        np.testing.assert_array_equal(a2.ema_state()[k], v, err_msg=k)
+
+    port2 = ms_twin(pt_model())
+    b2 = MST.TrainStep(port2, lr=1e-3, warmup_steps=2, ema_decay=0.9, jit=False)
+    b2.load_weights(wb, strict=False)   # the trainable weights; buffers are the same already
+    b2.load_state_dict(sb)
+    rb2 = b2.step(batch, noises[2])
+    assert rb2["loss"] == rb["loss"] and rb2["lr"] == rb["lr"]
+    for k, v in b.parameters().items():
+        np.testing.assert_array_equal(b2.parameters()[k], v, err_msg=k)
+    for k, v in b.ema_state().items():
+        np.testing.assert_array_equal(b2.ema_state()[k], v, err_msg=k)
+
+    # the port continues the reference's run from the reference's state
+    port3 = ms_twin(pt_model())
+    b3 = MST.TrainStep(port3, lr=1e-3, warmup_steps=2, ema_decay=0.9, jit=False)
+    b3.load_weights(wa, strict=False)
+    b3.load_state_dict(sa)
+    b3.step(batch, noises[2])
+    report("cross-twin resume: step-3 updates", worst(deltas(b3.parameters(), wa), deltas(a.parameters(), wa),
+                                                      skip=skip_masks(ra["grads"])))
+    report("cross-twin resume: EMA", worst(b3.ema_state(), a.ema_state(), skip=skip_masks(ra["grads"])))
+
+    bad = dict(sa, exp_avg={k: v for k, v in list(sa["exp_avg"].items())[1:]})
+    with pytest.raises(KeyError, match="missing"):
+        MST.TrainStep(build(SMALL, "ms"), lr=1e-3, jit=False).load_state_dict(bad)

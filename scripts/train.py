@@ -928,11 +928,10 @@ class Trainer:
                                num_timesteps=self.noise_kw["num_timesteps"])
 
     # ---- checkpoints ----------------------------------------------------------------------------------------------
-    def trainer_state(self):
-        t = self.trainer
-        scaler = None if t.scaler is None else dict(scale=t.scaler.scale, good_steps=t.scaler.good_steps)
-        return dict(update_count=t.update_count, global_step=t.global_step, skipped_steps=t.skipped_steps,
-                    scaler=scaler)
+    @staticmethod
+    def trainer_state(ts):
+        """state.json's ``trainer`` entry from ``TrainStep.state_dict()``: counters and the loss scaler."""
+        return dict(**ts["counters"], scaler=ts["loss_scale"])
 
     def save_checkpoint(self, step, epoch, last_loss):
         import mindspore as ms
@@ -974,12 +973,14 @@ class Trainer:
                 json.dump(release_cfg, f, indent=2)
             save_ckpt([{"name": k, "data": ms.Tensor(v)} for k, v in ema.items()],
                       os.path.join(tmp, "ema", "model.ckpt"))
+            ts = t.state_dict()
             opt = []
-            for p, m, v in zip(t.params, t.updater.exp_avg, t.updater.exp_avg_sq):
-                opt += [{"name": "exp_avg." + p.name, "data": m}, {"name": "exp_avg_sq." + p.name, "data": v}]
+            for name in t.names:
+                opt += [{"name": "exp_avg." + name, "data": ms.Tensor(ts["exp_avg"][name])},
+                        {"name": "exp_avg_sq." + name, "data": ms.Tensor(ts["exp_avg_sq"][name])}]
             save_ckpt(opt, os.path.join(tmp, "optimizer.ckpt"))
             state = dict(step=step, epoch=epoch, sampler=self.sampler.state_dict(), world_size=self.world,
-                         trainer=self.trainer_state(), rng=dict(train_step=t.rng.bit_generator.state),
+                         trainer=self.trainer_state(ts), rng=dict(train_step=ts["rng"]),
                          last_loss=last_loss, model_preset=(self.cfg.get("model") or {}).get("type"),
                          model_kwargs=release_cfg, skipped_samples=len(self.skipped), time=time.time(),
                          config={k: v for k, v in self.cfg.items() if not k.startswith("_")})
@@ -997,7 +998,6 @@ class Trainer:
     def restore(self, path):
         """Weights, EMA, optimizer moments, counters and the sampler position of a checkpoint."""
         import mindspore as ms
-        from mindspore import ops
 
         with open(os.path.join(path, "state.json"), encoding="utf-8") as f:
             state = json.load(f)
@@ -1008,18 +1008,14 @@ class Trainer:
         load_weights_inplace(self.model, {k: v.asnumpy() for k, v in weights.items()}, strict=True)
         opt = ms.load_checkpoint(os.path.join(path, "optimizer.ckpt"))
         ema = ms.load_checkpoint(os.path.join(path, "ema", "model.ckpt"))
-        for i, p in enumerate(t.params):
-            ops.assign(t.updater.exp_avg[i], opt["exp_avg." + p.name])
-            ops.assign(t.updater.exp_avg_sq[i], opt["exp_avg_sq." + p.name])
-        for j, i in enumerate(t.updater.ema_index):
-            ops.assign(t.updater.ema[j], ema[t.params[i].name])
+        tracked = set(t.ema_state())
         ts = state["trainer"]
-        t.update_count, t.global_step, t.skipped_steps = ts["update_count"], ts["global_step"], ts["skipped_steps"]
-        if ts.get("scaler") and t.scaler is not None:
-            t.scaler.scale, t.scaler.good_steps = ts["scaler"]["scale"], ts["scaler"]["good_steps"]
-        rs = (state.get("rng") or {}).get("train_step")
-        if rs:
-            t.rng.bit_generator.state = rs
+        t.load_state_dict(dict(
+            exp_avg={n: opt["exp_avg." + n].asnumpy() for n in t.names},
+            exp_avg_sq={n: opt["exp_avg_sq." + n].asnumpy() for n in t.names},
+            ema={n: ema[n].asnumpy() for n in tracked},
+            counters={k: ts[k] for k in ("update_count", "global_step", "skipped_steps")},
+            loss_scale=ts.get("scaler"), rng=(state.get("rng") or {}).get("train_step")))
         self.sampler.load_state_dict(state["sampler"])
         old = state.get("config") or {}
         differ = sorted(k for k in ("seed", "bucket_config", "lr", "warmup_steps", "mask_ratios", "dtype", "model",
@@ -1081,13 +1077,14 @@ class Trainer:
             for net in (self.vae, getattr(self.text, "net", None)):
                 if net is not None:
                     self.sync_from_rank0(net)
-        Step = TrainStep if self.world == 1 else make_dp_step(TrainStep, self.world)
-        self.trainer = Step(self.model, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, betas=self.betas,
+        self.trainer = TrainStep(self.model, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, betas=self.betas,
                             grad_clip=self.grad_clip, warmup_steps=self.warmup, ema_decay=self.ema_decay,
                             grad_accum=self.grad_accum, recompute=_bool(self.cfg, "grad_checkpoint"),
                             compute_dtype=self.dtype if self.dtype != "bf16" else ms.bfloat16,
                             loss_scale=self.cfg.get("loss_scale"), jit=self.jit, jit_update=self.jit_update,
                             seed=self.seed)
+        if self.world > 1:
+            self.trainer.set_grad_reducer(dp_grad_reducer(self.trainer.params, self.world))
 
     def run(self):
         import numpy as np
@@ -1207,34 +1204,21 @@ class Trainer:
                        f" no update was applied for it; {where}")
 
 
-def make_dp_step(TrainStep, world):
-    """TrainStep whose micro-step gradients (and loss) are averaged over the ranks before the optimizer:
-    ``nn.DistributedGradReducer(mean=True)`` (AllReduce) right after each forward+backward graph, so the global
-    norm, the clipping, the skip decisions and the update see the mean gradient on every rank."""
+def dp_grad_reducer(params, world):
+    """``TrainStep.set_grad_reducer`` hook for data parallel: each micro-batch's gradients (and loss) averaged
+    over the ranks with ``nn.DistributedGradReducer(mean=True)`` (AllReduce) right after its forward+backward,
+    so the global norm, the clipping, the skip decisions and the update see the mean gradient on every rank."""
     import mindspore as ms
     from mindspore import nn, ops
 
-    if not callable(getattr(TrainStep, "_graph", None)):
-        raise RuntimeError("data parallel: ms_impl.training.TrainStep has no _graph(args) method any more (the hook "
-                           "where the gradients are averaged over the ranks); update make_dp_step")
+    reducer = nn.DistributedGradReducer(params, mean=True, degree=world)
+    loss_reduce = ops.AllReduce()
+    inv_world = ms.Tensor(1.0 / world, ms.float32)
 
-    class DataParallelTrainStep(TrainStep):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._reducer = nn.DistributedGradReducer(self.params, mean=True, degree=world)
-            self._loss_reduce = ops.AllReduce()
-            self._inv_world = ms.Tensor(1.0 / world, ms.float32)
+    def reduce(loss, grads):
+        return loss_reduce(loss) * inv_world, reducer(grads)
 
-        def _graph(self, args):
-            graph = super()._graph(args)
-
-            def reduced(*a):
-                loss, grads = graph(*a)
-                return self._loss_reduce(loss) * self._inv_world, self._reducer(grads)
-
-            return reduced
-
-    return DataParallelTrainStep
+    return reduce
 
 
 def main(argv=None):

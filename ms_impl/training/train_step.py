@@ -214,7 +214,8 @@ class TrainStep:
 
     Counters: ``global_step`` (completed ``step`` calls), ``update_count`` (updates applied: the lr schedule
     position and Adam's step), ``skipped_steps`` (overflow steps). State: ``parameters()``, ``ema_state()``,
-    ``optimizer_state()`` (name -> numpy), ``loss_scale``.
+    ``optimizer_state()`` (name -> numpy), ``loss_scale``; ``state_dict()`` / ``load_state_dict()`` for
+    checkpoints (same keys as the reference's). ``set_grad_reducer`` hooks a gradient reduction (data parallel).
     """
 
     def __init__(self, model, lr, weight_decay=0.0, eps=1e-15, betas=(0.9, 0.999), grad_clip=1.0, warmup_steps=0,
@@ -285,6 +286,7 @@ class TrainStep:
         self.global_step = 0     # step() calls that completed (updates + skipped)
         self.update_count = 0    # updates applied (drives the lr schedule and Adam's bias correction)
         self.skipped_steps = 0   # overflow steps skipped by the loss scaler
+        self.grad_reducer = None  # set_grad_reducer: e.g. the data-parallel mean over ranks
 
     # ---- state -----------------------------------------------------------------------------------------
     @property
@@ -305,6 +307,60 @@ class TrainStep:
             return {}
         return {p.name: {"exp_avg": m.asnumpy().copy(), "exp_avg_sq": v.asnumpy().copy()}
                 for p, m, v in zip(self.params, self.updater.exp_avg, self.updater.exp_avg_sq)}
+
+    def state_dict(self) -> dict:
+        """Everything besides the weights that the next ``step`` depends on, as numpy and plain Python:
+        ``exp_avg``/``exp_avg_sq`` (name -> moment, zeros before the first update), ``ema`` (name -> EMA weight),
+        ``counters`` (global_step, update_count, skipped_steps), ``loss_scale`` (scale, good_steps; None when
+        off) and ``rng`` (the state of the generator that draws noise when ``step`` gets none). The same keys as
+        the reference's ``TrainStep.state_dict``; ``load_state_dict`` restores it."""
+        scaler = None if self.scaler is None else dict(scale=self.scaler.scale, good_steps=self.scaler.good_steps)
+        return dict(
+            exp_avg={p.name: m.asnumpy().copy() for p, m in zip(self.params, self.updater.exp_avg)},
+            exp_avg_sq={p.name: v.asnumpy().copy() for p, v in zip(self.params, self.updater.exp_avg_sq)},
+            ema=self.ema_state(),
+            counters=dict(global_step=self.global_step, update_count=self.update_count,
+                          skipped_steps=self.skipped_steps),
+            loss_scale=scaler, rng=self.rng.bit_generator.state)
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Restore ``state_dict()`` (written by either twin). Missing or unexpected parameter names raise with
+        ``strict`` (the default); the moments and the EMA are written into the existing buffers, so compiled
+        graphs stay valid."""
+        names = set(self.names)
+        for key in ("exp_avg", "exp_avg_sq"):
+            got = set(state.get(key) or {})
+            if strict and got != names:
+                raise KeyError(f"TrainStep.load_state_dict: {key} does not match the trainable parameters "
+                               f"(missing {sorted(names - got)[:5]}, unexpected {sorted(got - names)[:5]})")
+        ema_names = {self.params[i].name for i in self.updater.ema_index}
+        got = set(state.get("ema") or {})
+        if strict and got != ema_names:
+            raise KeyError(f"TrainStep.load_state_dict: ema does not match the EMA-tracked parameters "
+                           f"(missing {sorted(ema_names - got)[:5]}, unexpected {sorted(got - ema_names)[:5]})")
+        for i, p in enumerate(self.params):
+            if p.name in (state.get("exp_avg") or {}):
+                ops.assign(self.updater.exp_avg[i], Tensor(np.asarray(state["exp_avg"][p.name]), F32))
+                ops.assign(self.updater.exp_avg_sq[i], Tensor(np.asarray(state["exp_avg_sq"][p.name]), F32))
+        for j, i in enumerate(self.updater.ema_index):
+            name = self.params[i].name
+            if name in (state.get("ema") or {}):
+                ops.assign(self.updater.ema[j], Tensor(np.asarray(state["ema"][name]), self.updater.ema[j].dtype))
+        c = state.get("counters") or {}
+        self.global_step = int(c.get("global_step", self.global_step))
+        self.update_count = int(c.get("update_count", self.update_count))
+        self.skipped_steps = int(c.get("skipped_steps", self.skipped_steps))
+        if state.get("loss_scale") and self.scaler is not None:
+            self.scaler.scale = float(state["loss_scale"]["scale"])
+            self.scaler.good_steps = int(state["loss_scale"]["good_steps"])
+        if state.get("rng"):
+            self.rng.bit_generator.state = state["rng"]
+
+    def set_grad_reducer(self, reducer) -> None:
+        """``reducer(loss, grads) -> (loss, grads)`` applied to every micro-batch's loss and gradients before
+        they are accumulated, clipped and applied (data parallel: the mean over the ranks, see
+        ``scripts/train.py::dp_grad_reducer``). None removes it."""
+        self.grad_reducer = reducer
 
     # ---- the step --------------------------------------------------------------------------------------
     def _inputs(self, batch, noise: TrainBatchNoise):
@@ -350,6 +406,8 @@ class TrainStep:
         for i, (mb, mn) in enumerate(zip(split_batch(batch, k), noise.split(k))):
             args = self._inputs(mb, mn)
             loss, grads = self._graph(args)(*args, loss_weight, inv_scale)
+            if self.grad_reducer is not None:
+                loss, grads = self.grad_reducer(loss, grads)
             value = float(loss.asnumpy())
             if not np.isfinite(value):
                 raise TrainingDivergedError(self.global_step, value, i, k)

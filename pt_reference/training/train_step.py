@@ -149,6 +149,51 @@ class TrainStep:
                 out[n] = {"exp_avg": st["exp_avg"].numpy().copy(), "exp_avg_sq": st["exp_avg_sq"].numpy().copy()}
         return out
 
+    def state_dict(self) -> dict:
+        """Everything besides the weights that the next ``step`` depends on: ``exp_avg``/``exp_avg_sq`` (name ->
+        moment; zeros before the first update), ``ema``, ``counters``, ``loss_scale`` (None: the reference
+        has no loss scaling) and ``rng``. The same keys as the port's ``TrainStep.state_dict``."""
+        moments = {k: {} for k in ("exp_avg", "exp_avg_sq")}
+        for n, p in self.named_params:
+            st = self.optimizer.state.get(p, {})
+            for k in moments:
+                moments[k][n] = st[k].numpy().copy() if st else np.zeros(tuple(p.shape), np.float32)
+        return dict(**moments, ema=self.ema_state(),
+                    counters=dict(global_step=self.global_step, update_count=self.update_count,
+                                  skipped_steps=self.skipped_steps),
+                    loss_scale=None, rng=self.rng.bit_generator.state)
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Restore ``state_dict()`` (written by either twin): AdamW's moments and step, the EMA, the counters."""
+        names = {n for n, _ in self.named_params}
+        for key in ("exp_avg", "exp_avg_sq"):
+            got = set(state.get(key) or {})
+            if strict and got != names:
+                raise KeyError(f"TrainStep.load_state_dict: {key} does not match the trainable parameters "
+                               f"(missing {sorted(names - got)[:5]}, unexpected {sorted(got - names)[:5]})")
+        c = state.get("counters") or {}
+        self.global_step = int(c.get("global_step", self.global_step))
+        self.update_count = int(c.get("update_count", self.update_count))
+        self.skipped_steps = int(c.get("skipped_steps", self.skipped_steps))
+        for n, p in self.named_params:
+            if self.update_count and n in (state.get("exp_avg") or {}):
+                self.optimizer.state[p] = {
+                    "step": torch.tensor(float(self.update_count)),
+                    "exp_avg": torch.as_tensor(np.array(state["exp_avg"][n], np.float32)).to(p.dtype),
+                    "exp_avg_sq": torch.as_tensor(np.array(state["exp_avg_sq"][n], np.float32)).to(p.dtype)}
+        if self.ema is not None and state.get("ema"):
+            ema_params = dict(self.ema.named_parameters())
+            tracked = {n for n, _ in self.named_params if ema_tracked(n, True)}
+            got = set(state["ema"])
+            if strict and got != tracked:
+                raise KeyError(f"TrainStep.load_state_dict: ema does not match the EMA-tracked parameters "
+                               f"(missing {sorted(tracked - got)[:5]}, unexpected {sorted(got - tracked)[:5]})")
+            with torch.no_grad():
+                for n in got & tracked:
+                    ema_params[n].copy_(torch.as_tensor(np.asarray(state["ema"][n])))
+        if state.get("rng"):
+            self.rng.bit_generator.state = state["rng"]
+
     # ---- the step --------------------------------------------------------------------------------------
     def loss(self, batch, noise: TrainBatchNoise):
         """The fp32 loss of one (micro-)batch; differentiable."""
