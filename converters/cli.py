@@ -25,11 +25,12 @@ def _parser():
     c.add_argument("src")
     c.add_argument("dst")
     c.add_argument("--to", choices=["ms", "ms-ckpt", "ms-safetensors", "pt", "pt-safetensors", "mindone",
-                                    "mindone-ckpt", "release"],
-                   help="target (default from dst: .ckpt -> ms, .safetensors -> pt, folder -> release)")
+                                    "mindone-ckpt", "release", "pth"],
+                   help="target (default from dst: .ckpt -> ms, .safetensors -> pt, .pth/.pt -> pth (a flat "
+                        "torch.save state dict, upstream v1.0's layout), folder -> release)")
     c.add_argument("--model", help="registered preset (default: the source's config.json)")
     c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="cast floating tensors")
-    c.add_argument("--init-from", choices=["pixart"], help="initialise STDiT3 from a PixArt-alpha/Sigma checkpoint")
+    c.add_argument("--init-from", choices=["pixart"], help="initialise STDiT3 or STDiT from a PixArt-alpha/Sigma checkpoint")
     c.add_argument("--src-dialect", choices=["auto", "ours", "mindone"], default="auto")
     c.add_argument("--patch-layout", choices=["conv3d", "linear", "conv2d"], default="conv3d",
                    help="mindone target: store the Conv3d patch weight as Linear or Conv2d")

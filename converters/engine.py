@@ -20,6 +20,7 @@ class Plan:
     misshaped: List[Tuple[str, tuple, tuple]] = field(default_factory=list)   # (our name, file shape, model shape)
     wrong_dtype: List[Tuple[str, str, str]] = field(default_factory=list)     # (our name, file dtype, model dtype)
     duplicates: List[Tuple[str, str, str]] = field(default_factory=list)
+    derived: List[str] = field(default_factory=list)    # model keys the source lacks that the model computes itself
 
     @property
     def score(self):
@@ -43,8 +44,11 @@ class Plan:
         return [(src, it.name, [lbl for lbl, _ in it.ops]) for k, (src, it) in self.mapping.items() if it.ops]
 
 
-def make_plan(metas, spec, dialect) -> Plan:
-    """metas: iterable of (source name, shape, dtype)."""
+def make_plan(metas, spec, dialect, derived=()) -> Plan:
+    """metas: iterable of (source name, shape, dtype). ``derived``: model keys the model computes from its
+    config (a family's ``extra["converter"]["derived"]``, e.g. fixed position tables): a source that has them
+    provides them (checked like any key; shaped for another input size they are dropped by the family's
+    ``DropMisshaped`` rule); one that lacks them is fine (``plan.derived``, not missing)."""
     plan = Plan(dialect)
     for src, shape, dt in metas:
         it = dialect.decode(src, shape, dt, spec)
@@ -63,20 +67,24 @@ def make_plan(metas, spec, dialect) -> Plan:
             plan.misshaped.append((it.name, tuple(it.shape), tuple(ps.shape)))
         if dtypes.kind(dt) != dtypes.kind(ps.dtype):
             plan.wrong_dtype.append((it.name, dt, ps.dtype))
-    plan.missing = [k for k in spec.params if k not in plan.mapping]
+    missing = [k for k in spec.params if k not in plan.mapping]
+    derived = set(derived or ())
+    plan.derived = [k for k in missing if k in derived]
+    plan.missing = [k for k in missing if k not in derived]
     return plan
 
 
 def choose_plan(metas, spec, hooks, dialect=None) -> Plan:
     """A named dialect, or ``None``/"auto": the candidate (ours, mindone) that maps the most keys."""
     metas = list(metas)
+    derived = tuple((hooks or {}).get("derived") or ())
     if dialect and dialect != "auto":
         if dialect not in rules.DIALECTS:
             raise ConversionError(f"unknown source dialect {dialect!r}; known: {sorted(rules.DIALECTS)}")
-        return make_plan(metas, spec, rules.DIALECTS[dialect](hooks))
+        return make_plan(metas, spec, rules.DIALECTS[dialect](hooks), derived)
     best = None
     for name in ("ours", "mindone"):
-        p = make_plan(metas, spec, rules.DIALECTS[name](hooks))
+        p = make_plan(metas, spec, rules.DIALECTS[name](hooks), derived)
         if best is None or p.score > best.score:
             best = p
     return best

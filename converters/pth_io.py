@@ -141,3 +141,44 @@ class PthFile(RangeFile):
     def close(self):
         self._full = None
         super().close()
+
+
+class PthWriter:
+    """Writes upstream's ``.pth`` layout: one flat ``{name: tensor}`` dict saved with ``torch.save`` (what
+    Open-Sora 1.0's releases are). torch.save needs every tensor at once, so unlike the safetensors and
+    ``.ckpt`` writers this one holds the whole state in memory until ``close``."""
+
+    def __init__(self, path):
+        self.path = path
+        self._state = {}
+
+    def write(self, name, raw, dtype):
+        import torch
+
+        t = torch.from_numpy(np.array(dtypes.contiguous(raw), copy=True))
+        if dtype == "BF16":
+            t = t.view(torch.bfloat16)
+        self._state[name] = t
+
+    def write_ranges(self, name, shape, dtype, src_fd, ranges):
+        buf = bytearray()
+        for b, e in ranges:
+            while b < e:
+                chunk = os.pread(src_fd, e - b, b)
+                if not chunk:
+                    raise ConversionError(f"{self.path}: short read while copying {name!r}")
+                buf += chunk
+                b += len(chunk)
+        self.write(name, np.frombuffer(bytes(buf), dtype=dtypes.raw_np(dtype)).reshape(shape), dtype)
+
+    def abort(self):
+        self._state = {}
+
+    def close(self):
+        import torch
+
+        with open(self.path, "wb") as f:
+            torch.save(self._state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        self._state = {}

@@ -173,20 +173,42 @@ class RegexRename(Rule):
 
 
 class Drop(Rule):
-    """decode: drop source keys matching any glob (unless the model has that key)."""
+    """decode: drop source keys matching any glob (unless the model has that key; ``force=True`` drops them
+    even then, e.g. PixArt's ``pos_embed`` for STDiT, whose own table of that name is derived from its config)."""
 
     invertible = True
 
-    def __init__(self, patterns, reason):
-        self.patterns, self.reason = tuple(patterns), reason
+    def __init__(self, patterns, reason, force=False):
+        self.patterns, self.reason, self.force = tuple(patterns), reason, force
 
     def decode(self, item, spec):
-        if item.name not in spec and any(fnmatch.fnmatchcase(item.name, p) for p in self.patterns):
+        if ((self.force or item.name not in spec)
+                and any(fnmatch.fnmatchcase(item.name, p) for p in self.patterns)):
             return Dropped(self.reason)
         return item
 
     def describe(self):
         return f"drop {list(self.patterns)} ({self.reason})"
+
+
+class DropMisshaped(Rule):
+    """decode: drop a model-derived key (a fixed table the model computes from its config, e.g. STDiT's
+    ``pos_embed``) whose source shape differs from the model's: the source was built for another input size,
+    and the model keeps its own table (upstream v1.0 deletes these keys before loading). Same shape: kept."""
+
+    invertible = True   # encode is the identity and decode never fires on a key of the model's own shape
+
+    def __init__(self, names, reason):
+        self.names, self.reason = tuple(names), reason
+
+    def decode(self, item, spec):
+        p = spec.params.get(item.name)
+        if item.name in self.names and p is not None and tuple(item.shape) != tuple(p.shape):
+            return Dropped(f"{self.reason}: file {list(item.shape)} vs model {list(p.shape)}")
+        return item
+
+    def describe(self):
+        return f"drop {list(self.names)} when shaped for another input size (the model computes its own)"
 
 
 def _is_patch_conv(p):
@@ -308,6 +330,9 @@ def family_rules(hooks) -> List[Rule]:
                             f"got {r!r}")
     if hooks.get("ignore"):
         rules.append(Drop(hooks["ignore"], "ignored by the family's converter rules"))
+    if hooks.get("derived"):
+        rules.append(DropMisshaped(hooks["derived"], "derived table of another input size; the model computes "
+                                                     "its own from the config"))
     return rules
 
 
@@ -328,9 +353,11 @@ def mindone(hooks=None, patch_form="conv3d", prefix="") -> Dialect:
 def pixart(hooks=None) -> Dialect:
     return Dialect("pixart", [StripPrefix(("network.", "_backbone.", "module."))] + family_rules(hooks or {})
                    + [PrefixAlias("blocks.", "spatial_blocks."), PatchLayout(form="conv3d", accept=("conv2d",)),
-                      Drop(("pos_embed", "pos_embed_temporal"), "PixArt positional table; recomputed by STDiT3"),
+                      Drop(("pos_embed", "pos_embed_temporal"), "PixArt positional table; recomputed by the model",
+                           force=True),
                       ResizeRows(("y_embedder.y_embedding",))],
-                   "PixArt-alpha/Sigma 2D checkpoint used to initialise STDiT3 (spatial blocks only)")
+                   "PixArt-alpha/Sigma 2D checkpoint used to initialise STDiT3 (blocks. -> spatial_blocks.) or "
+                   "STDiT (blocks. kept; temporal attentions fresh)")
 
 
 DIALECTS = {"ours": ours, "mindone": mindone, "pixart": pixart}

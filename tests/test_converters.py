@@ -518,6 +518,45 @@ def test_family_converter_hooks(tmp_path):
         C.convert(p, str(tmp_path / "n2.safetensors"), model=spec, progress=False)
 
 
+def test_family_derived_keys_and_pth_target(tmp_path, s2):
+    """Family.extra["converter"]["derived"]: keys the model computes from its config (STDiT's position tables).
+    A source without them converts and loads (noted, left out of the output); one with another shape has them
+    dropped; one with the model's shape provides them. ``--to pth`` writes a flat torch.save dict."""
+    from opensora_dual.registry import Family
+
+    toy = _toy()
+    spec = spec_from_torch(toy)
+    spec.family = Family(name="toyfam", class_path="x:Y", extra={"converter": {"derived": ["y_embedding"]}})
+    sd = {k: v.clone() for k, v in toy.state_dict().items()}
+    for label, mutate, kept in [("without", lambda t: t.pop("y_embedding"), False),
+                                ("other shape", lambda t: t.__setitem__("y_embedding", torch.zeros(7, 8)), False),
+                                ("same shape", lambda t: None, True)]:
+        t = dict(sd)
+        mutate(t)
+        src = str(tmp_path / f"{label.replace(' ', '_')}.pth")
+        torch.save(t, src)
+        out = str(tmp_path / f"{label.replace(' ', '_')}.out.pth")
+        rep = C.convert(src, out, model=spec, progress=False)
+        got = torch.load(out, weights_only=True)
+        assert ("y_embedding" in got) == kept, label
+        assert any("computed by the model" in n for n in rep.notes) == (not kept), label
+        assert any("another input size" in d for d in rep.dropped) == (label == "other shape"), label
+        for k, v in t.items():
+            if k != "y_embedding":
+                assert _bytes_equal(got[k].numpy(), v.numpy()), k
+    # without the family hook the missing key is an error
+    spec.family = None
+    with pytest.raises(C.ConversionError, match="missing keys: y_embedding"):
+        C.convert(str(tmp_path / "without.pth"), str(tmp_path / "n.pth"), model=spec, progress=False)
+    # STDiT3 release -> .pth -> .ckpt, bit-exact
+    back = str(tmp_path / "stdit3.pth")
+    rel = C.save_release_folder(s2[0], "pt", str(tmp_path / "rel"), registry.resolve(PRESET)[1], preset=PRESET)
+    C.convert(rel, back, progress=False)
+    assert api.infer_target(back) == "pth"
+    _assert_same_state(C.read_checkpoint(back), s2[1])
+    assert C.verify(back, model=PRESET, against=rel)["identical"]
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def _run_cli(args, capsys):
     code = cli(args)
