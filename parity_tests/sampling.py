@@ -150,3 +150,47 @@ def format_sampling_result(res: SamplingResult) -> str:
 
 def worst_step(res: SamplingResult) -> Optional[StepRow]:
     return max(res.steps, key=lambda r: (r.dz.rel_fro if not math.isnan(r.dz.rel_fro) else math.inf), default=None)
+
+
+# ------------------------------------------------------------------------------ sampler-level runs (no pipeline)
+def run_sampler_case(case: SamplingCase, pt_sampler, ms_sampler, pt_model, ms_model, decoders=None) -> SamplingResult:
+    """Teacher-forced rows and the free-running comparison of one sampler pair driven directly, without a
+    pipeline. ``case.kwargs``: z [B, C, T, H, W] (the starting latent), y, y_mask, additional_args, mask,
+    guidance_scale. The reference runs once recording its trajectory and draws (the same ``_Recorder`` record
+    the pipeline engine uses); ``teacher_forced_rows`` then drives the port's ``prepare``/``step``.
+    ``decoders``: (pt_decode, ms_decode), latents -> [B, 3, T, H, W] videos in [-1, 1], for the free-running
+    level's PSNR/SSIM on decoded frames."""
+    from opensora_dual.inference import to_uint8_frames
+
+    kw = case.kwargs
+    res = SamplingResult(case)
+    rec = RecordingNoise(NumpyNoise(case.seed))
+    traj = [np.array(kw["z"], np.float32)]
+    ref = pt_sampler.sample(pt_model, kw["z"], kw["y"], kw.get("y_mask"), kw.get("additional_args", {}),
+                            mask=kw.get("mask"), noise=rec, guidance_scale=kw.get("guidance_scale"), progress=False,
+                            callback=lambda i, zz: traj.append(zz.float().numpy().copy()))
+    ref = ref.float().numpy()
+    res.reference_output = ref
+    call = dict(z=traj[0], y=np.array(kw["y"]), y_mask=np.array(kw.get("y_mask")),
+                additional_args={k: np.array(v) for k, v in kw.get("additional_args", {}).items()},
+                mask=None if kw.get("mask") is None else np.array(kw["mask"]),
+                guidance_scale=kw.get("guidance_scale"), trajectory=traj, recorder=rec)
+
+    class _Port:
+        scheduler, model = ms_sampler, ms_model
+
+    if case.teacher_forced:
+        res.steps = teacher_forced_rows(_Port, [call], case.dtype)
+    if case.free_running:
+        port = ms_sampler.sample(ms_model, kw["z"], kw["y"], kw.get("y_mask"), kw.get("additional_args", {}),
+                                 mask=kw.get("mask"), noise=NumpyNoise(case.seed),
+                                 guidance_scale=kw.get("guidance_scale"), progress=False).asnumpy()
+        res.port_output = port
+        res.latent = compare(port, ref)
+        if decoders is not None:
+            pv = np.stack([to_uint8_frames(v) for v in decoders[1](port)])
+            rv = np.stack([to_uint8_frames(v) for v in decoders[0](ref)])
+            res.video = {"psnr": psnr(pv, rv), "ssim": ssim(pv, rv), "mean_abs_diff": mean_abs_diff(pv, rv)}
+            res.latent.extra.update(res.video)
+        res.verdicts.append(judge(res.latent, "sampling_free_running", case.dtype))
+    return res

@@ -8,6 +8,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from opensora_dual.sampling.base import SamplerBase
+
 F32 = np.float32
 
 
@@ -121,9 +123,11 @@ class MaskSchedule:
         return active, add_noise
 
 
-class RFlowSampler:
+class RFlowSampler(SamplerBase):
     """What both ``RFLOW`` twins share: upstream's constructor arguments and the schedule built from them.
-    The twins add ``prepare``, ``step`` and ``sample`` with their framework's tensors."""
+    The twins add ``prepare`` and ``step`` with their framework's tensors; the loop is ``SamplerBase.sample``."""
+
+    noise_error = "a conditioning mask needs a noise source (frames get noise when they become active)"
 
     def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
                  use_timestep_transform=False, transform_scale=1.0, **kwargs):
@@ -136,27 +140,9 @@ class RFlowSampler:
         self.schedule = RFlowSchedule(num_sampling_steps, num_timesteps, use_discrete_timesteps,
                                       use_timestep_transform, transform_scale)
 
-    def guidance(self, guidance_scale=None):
-        """``guidance_scale`` overrides ``cfg_scale`` (upstream's ``sample`` argument)."""
-        return self.cfg_scale if guidance_scale is None else guidance_scale
+    def noise_draws(self, batch, latent_shape, has_mask):
+        """One latent-shaped draw per step when a conditioning mask is given (upstream's ``randn_like``)."""
+        return [(batch, *latent_shape)] * self.num_sampling_steps if has_mask else []
 
-    def as_latent(self, z):
-        """numpy or framework array -> the twin's tensor (twins override)."""
-        raise NotImplementedError
-
-    def sample(self, model, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, noise=None,
-               progress=True, y_null=None, callback=None):
-        """z [B, C, T, H, W] starting noise (reference latents already pasted by ``apply_mask_strategy``);
-        y [B, 1, L, C] caption features; mask [B, T] conditioning mask (None = plain t2v, no x_mask).
-        ``callback(i, z)`` after every step. The twins' ``prepare`` and ``step`` do the tensor work."""
-        from tqdm import tqdm
-
-        z = self.as_latent(z)
-        state = self.prepare(z, y, y_mask, additional_args, mask, guidance_scale, y_null, model)
-        if state["mask"].mask is not None and noise is None:
-            raise ValueError("a conditioning mask needs a noise source (frames get noise when they become active)")
-        for i in tqdm(range(self.num_sampling_steps), desc="steps", leave=False, disable=not progress):
-            z = self.step(model, z, i, state, noise)
-            if callback is not None:
-                callback(i, z)
-        return z
+    def needs_noise(self, state) -> bool:
+        return state["mask"].mask is not None
