@@ -164,7 +164,7 @@ def bench_steps(name, steps, repeat, pynative):
 def save_pipeline(folder):
     """Build the random small pipeline in the PyTorch twin and write it as a pipeline folder (in this process)."""
     sys.path.insert(0, ROOT)
-    from pt_reference.pipelines.opensora_v1_2 import write_random_pipeline
+    from pt_reference.pipelines.opensora import write_random_pipeline
 
     write_random_pipeline(os.path.join(folder, "pipeline"))
 
@@ -176,11 +176,11 @@ def child_pipeline(args):
         import mindspore as ms
 
         ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-        from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline
+        from ms_impl.pipelines.opensora import OpenSoraPipeline
     else:
         import torch  # noqa: F401
 
-        from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+        from pt_reference.pipelines.opensora import OpenSoraPipeline
     rss_imported = _rss_mb()
     t0 = time.perf_counter()
     pipe = OpenSoraPipeline.from_pretrained(os.path.join(args.folder, "pipeline"),

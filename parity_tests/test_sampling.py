@@ -18,7 +18,7 @@ STEPS = 4
 def assets(tmp_path_factory):
     """Reference image/video files and the pipeline folder the port loads (weights through the converter)."""
     from opensora_dual.inference import save_sample
-    from pt_reference.pipelines.opensora_v1_2 import write_random_pipeline
+    from pt_reference.pipelines.opensora import write_random_pipeline
 
     d = tmp_path_factory.mktemp("sampling")
     write_random_pipeline(str(d / "pipeline"), scheduler=dict(num_sampling_steps=STEPS))
@@ -40,8 +40,8 @@ def assets(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipes(assets):
-    from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline as MsPipeline
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline as PtPipeline
+    from ms_impl.pipelines.opensora import OpenSoraPipeline as MsPipeline
+    from pt_reference.pipelines.opensora import OpenSoraPipeline as PtPipeline
 
     sched = dict(num_sampling_steps=STEPS)
     pt = PtPipeline.from_pretrained(assets["pipeline"], scheduler=sched)
@@ -115,7 +115,7 @@ def test_edit_consumes_replayed_noise(assets, pipes):
 
 @pytest.mark.parametrize("name", ["t2v", "i2v"])
 def test_sampling_fp16_teacher_forced(name, assets, pipes):
-    from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline as MsPipeline
+    from ms_impl.pipelines.opensora import OpenSoraPipeline as MsPipeline
 
     sched = dict(num_sampling_steps=STEPS)
     pt = pipes[0]

@@ -100,8 +100,8 @@ def demo_sampling(args, parity_dir):
     and free-running) and the numbers land beside the parity report, with a side-by-side mp4."""
     from opensora_dual.inference import read_video, write_side_by_side
     from parity_tests.sampling import SamplingCase, format_sampling_result, run_sampling_case
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline as PtPipeline, write_random_pipeline
-    from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline as MsPipeline
+    from pt_reference.pipelines.opensora import OpenSoraPipeline as PtPipeline, write_random_pipeline
+    from ms_impl.pipelines.opensora import OpenSoraPipeline as MsPipeline
 
     root = os.path.join(args.out, "sampling")
     folder = os.path.join(root, "pipeline")

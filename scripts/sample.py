@@ -53,10 +53,14 @@ SCRIPT_DEFAULTS = dict(pipeline_folder=None, build_random_pipeline=False, noise=
                        aes=None, flow=None, camera_motion=None, sample_name=None, prompt_as_path=False, num_sample=1,
                        start_index=0, end_index=None, verbose=1, frame_interval=1, save_fps=None, batch_size=1,
                        seed=1024, dtype="fp32", multi_resolution="STDiT2", save_dir="./samples/samples/")
-COMPONENT_TYPES = {"model": "STDiT3", "vae": "VideoAutoencoderPipeline", "text_encoder": "t5"}
+# what a component folder's config.json may name (the recipe then checks model and VAE belong together)
+COMPONENT_TYPES = {"model": ("STDiT3", "STDiT2", "STDiT"), "vae": ("VideoAutoencoderPipeline", "AutoencoderKL"),
+                   "text_encoder": ("t5",)}
 # keys a section may get from the command line even when the config file does not list them
-SCHEDULER_KEYS = ("type", "num_sampling_steps", "num_timesteps", "cfg_scale", "use_discrete_timesteps",
-                  "use_timestep_transform", "transform_scale")
+SCHEDULER_KEYS = ("type", "num_sampling_steps", "num_timesteps", "cfg_scale", "use_discrete_timesteps",   # rflow
+                  "use_timestep_transform", "transform_scale",
+                  "cfg_channel", "timestep_respacing", "noise_schedule", "use_kl", "sigma_small",     # iddpm
+                  "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps")
 KNOWN_NESTED = {"scheduler": SCHEDULER_KEYS, "model": ("type", "from_pretrained"),
                 "vae": ("type", "from_pretrained"), "text_encoder": ("type", "from_pretrained", "tokenizer")}
 
@@ -374,7 +378,8 @@ def _folder_type(path):
         return None
     try:
         with open(cfg_path, encoding="utf-8") as f:
-            return json.load(f).get("model_type")
+            cfg = json.load(f)
+        return cfg.get("model_type") or cfg.get("_class_name")   # transformers / diffusers config.json
     except (OSError, ValueError):
         return None
 
@@ -413,9 +418,9 @@ def resolve_components(cfg, cli_keys, need_text):
             kind = _folder_type(path)
             if kind is None and name != "text_encoder":
                 raise InferenceInputError(f"{what} folder {path} has no config.json (a release folder needs one)")
-            if kind is not None and kind != COMPONENT_TYPES[name]:
-                raise InferenceInputError(f"{what} folder {path} holds a {kind!r} model, expected "
-                                          f"{COMPONENT_TYPES[name]!r}")
+            if kind is not None and kind not in COMPONENT_TYPES[name]:
+                raise InferenceInputError(f"{what} folder {path} holds a {kind!r} model, expected one of "
+                                          f"{', '.join(COMPONENT_TYPES[name])}")
         out[name] = path if (name != "text_encoder" or need_text) else None
         preset = section.get("type")
         if name in ("model", "vae"):
@@ -458,6 +463,48 @@ def model_max_length(comp):
     return int((cfg or {}).get("model_max_length", 300))
 
 
+def recipe_from_config(cfg, cli_keys):
+    """The release recipe (opensora_dual.pipelines.recipes) of the configured diffusion model, without building
+    it: the model folder's config.json ``model_type`` (pipeline folder or model.from_pretrained), else the
+    ``model.type`` preset."""
+    from opensora_dual import registry
+    from opensora_dual.inference import InferenceInputError
+    from opensora_dual.pipelines.recipes import recipe_for_family
+
+    section = cfg.get("model") or {}
+    candidates = []
+    folder = cfg.get("pipeline_folder")
+    if folder and "model.from_pretrained" not in cli_keys:
+        candidates.append(os.path.join(folder, "model"))
+    else:
+        try:
+            candidates.append(_resolve_weights(section.get("from_pretrained"), "diffusion model"))
+        except ConfigError:
+            pass
+    for path in candidates:
+        kind = _folder_type(path) if path and os.path.isdir(path) else None
+        if kind:
+            try:
+                return recipe_for_family(registry.family_for_model_type(kind).name)
+            except KeyError as e:
+                raise InferenceInputError(f"diffusion model folder {path}: {e.args[0]}") from None
+    preset = section.get("type")
+    if _is_preset(preset):
+        try:
+            return recipe_for_family(registry.resolve(preset)[0].name)
+        except KeyError as e:
+            raise InferenceInputError(f"model.type {preset}: {e.args[0]}") from None
+    raise InferenceInputError(f"cannot tell which Open-Sora release the diffusion model is: no config.json in its "
+                              f"folder and model.type {preset!r} is not a registered preset")
+
+
+def _small_vae(names):
+    """The demo pipeline's VAE preset: the config's when it is registered, else the release's small one."""
+    from opensora_dual.pipelines.recipes import recipe_for_preset
+
+    return names["vae"] if _is_preset(names["vae"]) else recipe_for_preset(names["model"]).small_vae
+
+
 def build_random_pipeline(Pipeline, cfg, backend, folder, seed):
     """The demo: registered small presets with random weights (zero-initialised layers filled with small values,
     else upstream's zero-init final layer makes every video blank), a toy T5 tokenizer, written with
@@ -483,7 +530,7 @@ def build_random_pipeline(Pipeline, cfg, backend, folder, seed):
             import mindspore as ms
 
             ms.set_seed(seed)
-        pipe = Pipeline.build_random(model=names["model"], vae=names["vae"], text_encoder=names["text_encoder"],
+        pipe = Pipeline.build_random(model=names["model"], vae=_small_vae(names), text_encoder=names["text_encoder"],
                                      tokenizer=tok)
         if backend == "pt":
             import torch
@@ -528,7 +575,7 @@ class Runner:
     # ---- settings -------------------------------------------------------------------------------------------
     def settings(self):
         from opensora_dual.inference import InferenceInputError, get_num_frames
-        from opensora_dual.pipelines.opensora_v1_2 import resolve_size
+        from opensora_dual.pipelines.opensora import resolve_size
 
         cfg = self.cfg
         self.image_size = resolve_size(cfg.get("image_size"), cfg.get("resolution"), cfg.get("aspect_ratio"))
@@ -541,25 +588,31 @@ class Runner:
             raise InferenceInputError(f"fps must be a positive number, got {self.fps!r}")
         save_fps = cfg.get("save_fps")
         self.save_fps = save_fps if save_fps is not None else self.fps // _int_key(cfg, "frame_interval", 1)
+        self.recipe = recipe_from_config(cfg, self.cli_keys)
         if self.loop > 1:
-            if self.cfl % 5:
+            if not self.recipe.conditioning:
+                raise InferenceInputError(f"loop > 1 needs Open-Sora 1.1 or 1.2; this is a {self.recipe.name} model "
+                                          f"(text-to-video only)")
+            if self.recipe.latent_chunks and self.cfl % 5:
                 raise InferenceInputError(f"condition_frame_length must be a multiple of 5 latent frames (one "
                                           f"17-frame chunk), got {self.cfl}")
-            if self.num_frames <= self.cfl // 5 * 17:
-                raise InferenceInputError(f"loop > 1 needs more than {self.cfl // 5 * 17} frames per clip "
+            frames = self.recipe.condition_pixel_frames(self.cfl)
+            if self.num_frames <= frames:
+                raise InferenceInputError(f"loop > 1 needs more than {frames} frames per clip "
                                           f"(condition_frame_length {self.cfl}), got num_frames {self.num_frames}")
-        if cfg.get("multi_resolution") not in ("STDiT2", "OpenSora"):
-            raise InferenceInputError(f"multi_resolution must be STDiT2 for v1.2, got {cfg.get('multi_resolution')!r}")
+        if self.recipe.multi_resolution and cfg.get("multi_resolution") not in ("STDiT2", "OpenSora"):
+            raise InferenceInputError(f"multi_resolution must be STDiT2 for Open-Sora {self.recipe.name}, got "
+                                      f"{cfg.get('multi_resolution')!r}")
         sched = dict(cfg.get("scheduler") or {})
         unknown = sorted(set(sched) - set(SCHEDULER_KEYS))
         if unknown:
             raise InferenceInputError(f"unknown scheduler key(s) {', '.join(unknown)}; "
                                       f"known: {', '.join(SCHEDULER_KEYS)}")
-        kind = str(sched.pop("type", "rflow")).lower()
-        if kind != "rflow":
-            raise InferenceInputError(f"scheduler.type must be rflow (Open-Sora 1.2), got {kind!r}")
-        self.scheduler = {**dict(num_sampling_steps=30, num_timesteps=1000, cfg_scale=7.0,
-                                 use_timestep_transform=True), **sched}
+        try:
+            kind, merged = self.recipe.scheduler_kwargs(sched)
+        except ValueError as e:
+            raise InferenceInputError(str(e)) from None
+        self.scheduler = dict(merged, type=kind)   # what the pipeline builds (the recipe's defaults included)
         self.steps = _int_key(self.scheduler, "num_sampling_steps", 1)
         self.dtype = cfg.get("dtype", "fp32")
         if self.dtype not in ("fp32", "fp16", "bf16"):
@@ -617,9 +670,9 @@ class Runner:
     # ---- models ----------------------------------------------------------------------------------------------
     def pipeline_class(self):
         if self.backend == "ms":
-            from ms_impl.pipelines.opensora_v1_2 import OpenSoraPipeline
+            from ms_impl.pipelines.opensora import OpenSoraPipeline
         else:
-            from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+            from pt_reference.pipelines.opensora import OpenSoraPipeline
         return OpenSoraPipeline
 
     def components(self, need_text):
@@ -637,11 +690,20 @@ class Runner:
             self.pipe = self.pipeline_class().from_pretrained(
                 None, model=c["model"], vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
                 model_preset=c["model_preset"], vae_preset=c["vae_preset"], scheduler=self.scheduler,
-                dtype=self.dtype, load_text_encoder=with_text)
+                dtype=self.dtype, load_text_encoder=with_text, **self.model_build_kwargs())
             self.check_cache_shape()
             self.bar_write(f"loaded the {self.backend} pipeline ({'with' if with_text else 'without'} text encoder) "
                            f"in {time.perf_counter() - t0:.1f} s")
         return self.pipe
+
+    def model_build_kwargs(self):
+        """The config's build arguments the recipe names (1.0: space_scale, time_scale) and the VAE micro batch."""
+        model = self.cfg.get("model") or {}
+        out = {k: model[k] for k in self.recipe.model_kwargs if model.get(k) is not None}
+        mb = (self.cfg.get("vae") or {}).get("micro_batch_size")
+        if self.recipe.vae == "video_kl" and mb:
+            out["vae_micro_batch_size"] = int(mb)
+        return out
 
     def noise_source(self):
         if self.cfg["noise"] == "torch":
@@ -653,14 +715,16 @@ class Runner:
         return NumpyNoise(self.seed)
 
     def pay_noise_debt(self):
-        """Draw what skipped units would have drawn (per loop: the starting latent and one draw per step, as the
-        samplers do with a conditioning mask, which the pipeline always passes), so the stream stays aligned."""
+        """Draw what skipped units would have drawn (per loop: the starting latent, then the sampler's draws,
+        ``noise_draws``; the 1.1/1.2 pipelines always pass a conditioning mask), so the stream stays aligned."""
         if not self.debt:
             return
         shape = (self.pipe.latent_channels, *self.pipe.latent_size(self.num_frames, self.image_size))
         for b in self.debt:
-            for _ in range(self.loop * (1 + self.steps)):
+            for _ in range(self.loop):
                 self.noise.randn((b, *shape))
+                for draw in self.pipe.scheduler.noise_draws(b, shape, has_mask=self.pipe.recipe.conditioning):
+                    self.noise.randn(draw)
         self.debt = []
 
     def sample(self, unit, **extra):
@@ -726,7 +790,7 @@ class Runner:
     def loop_texts(self, unit):
         """The captions the text encoder sees for each loop: the pipeline's own processing."""
         from opensora_dual.inference import extract_json_from_prompts, extract_prompts_loop
-        from opensora_dual.pipelines.opensora_v1_2 import process_prompts
+        from opensora_dual.pipelines.opensora import process_prompts
 
         n = len(unit.prompts)
         texts, _, _ = extract_json_from_prompts(list(unit.prompts), [""] * n, [""] * n)
@@ -825,7 +889,8 @@ class Runner:
         n_samples = sum(len(u.prompts) for u in units)
         h, w = self.image_size
         print(f"{n_samples} sample(s), {sum(len(u.prompts) for u in self.todo)} to make: {h}x{w}, "
-              f"{self.num_frames} frames x {self.loop} loop(s), {self.steps} steps, cfg {self.scheduler['cfg_scale']}, "
+              f"{self.num_frames} frames x {self.loop} loop(s), {self.scheduler['type']} {self.steps} steps, "
+              f"cfg {self.scheduler.get('cfg_scale')}, Open-Sora {self.recipe.name}, "
               f"seed {self.seed}, noise {self.cfg['noise']}, backend {self.backend} {self.dtype}, "
               f"{self.stages} stage(s) -> {self.cfg['save_dir']}", flush=True)
         self.noise, self.debt = None, []
@@ -956,7 +1021,7 @@ class Runner:
                 clips = [] if data[0][1] is None else [np.stack([d[1][i] for d in data])
                                                          for i in range(data[0][1].shape[0])]
                 clips.append(pipe.decode_latents(z, self.num_frames))
-                for j, frames in enumerate(pipe.join_clips(clips, self.cfl)):
+                for j, frames in enumerate(pipe.join_clips(clips, pipe.recipe.condition_pixel_frames(self.cfl))):
                     self.save(unit, j, frames)
                 for base in unit.bases:
                     os.remove(self.latent_file(base))

@@ -58,7 +58,7 @@ def psnr(a, b):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """The pipeline folder, a reference image, and the background MindSpore runs (t2v and t2i)."""
-    from pt_reference.pipelines.opensora_v1_2 import write_random_pipeline
+    from pt_reference.pipelines.opensora import write_random_pipeline
 
     d = tmp_path_factory.mktemp("sample_script")
     folder = str(d / "pipe")
@@ -148,8 +148,8 @@ def test_three_stages_resume_gives_the_one_stage_result(pt_t2v, work, tmp_path):
 def test_text_embeddings_cache_replaces_the_text_encoder(pt_t2v, work, tmp_path):
     """A cache of the captions as the pipeline sends them to T5 (score suffix, cleaning) gives the same videos;
     files are named by prompt-file line (blank lines count, as scripts/infer_t5.py names them)."""
-    from opensora_dual.pipelines.opensora_v1_2 import process_prompts
-    from pt_reference.pipelines.opensora_v1_2 import OpenSoraPipeline
+    from opensora_dual.pipelines.opensora import process_prompts
+    from pt_reference.pipelines.opensora import OpenSoraPipeline
 
     src, _ = pt_t2v
     pipe = OpenSoraPipeline.from_pretrained(work["folder"])

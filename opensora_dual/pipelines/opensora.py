@@ -217,7 +217,7 @@ class OpenSoraPipelineBase:
     @classmethod
     def from_pretrained(cls, folder=None, *, model=None, vae=None, text_encoder=None, tokenizer=None,
                         model_preset=None, vae_preset=None, scheduler=None, dtype="fp32", load_text_encoder=True,
-                        **model_overrides):
+                        vae_micro_batch_size=None, **model_overrides):
         """Build from weights on disk. ``folder``: a pipeline folder written by ``save_pretrained``
         (``model/``, ``vae/``, ``text_encoder/`` with its tokenizer files); or each component given on its own:
         ``model`` (a release folder, e.g. ``hpcai-tech/OpenSora-STDiT-v3`` or ``OpenSora-STDiT-v2-stage3``, or a
@@ -250,7 +250,7 @@ class OpenSoraPipelineBase:
         vae_net = converters.from_pretrained(None, vae_path, cls.backend, **({"model": vae_preset} if vae_preset
                                                                           else {}))
         recipe = recipe_for_model(net)
-        vae_net = cls.video_vae(vae_net, recipe)
+        vae_net = cls.video_vae(vae_net, recipe, vae_micro_batch_size)
         text = None
         if text_path is not None and load_text_encoder:
             text = cls.load_text_embedder(text_path, tokenizer or text_path,
@@ -272,15 +272,15 @@ class OpenSoraPipelineBase:
         return getattr(registry.twin_module(cls.backend, module), name)(**kwargs)
 
     @classmethod
-    def video_vae(cls, vae_net, recipe: Recipe):
-        """1.0/1.1 ("video_kl"): the loaded 2D AutoencoderKL wrapped to run frame by frame (the twins'
-        ``VideoAutoencoderKL.from_module``); 1.2: the video VAE as loaded."""
+    def video_vae(cls, vae_net, recipe: Recipe, micro_batch_size=None):
+        """1.0/1.1 ("video_kl"): the loaded 2D AutoencoderKL wrapped to run frame by frame, ``micro_batch_size``
+        frames per call (the twins' ``VideoAutoencoderKL.from_module``); 1.2: the video VAE as loaded."""
         is_2d = type(vae_net).__name__ == "AutoencoderKL"
         if recipe.vae == "video_kl":
             if not is_2d:
                 raise InferenceInputError(f"Open-Sora {recipe.name} samples with a 2D AutoencoderKL (sd-vae-ft-ema), "
                                           f"got a {type(vae_net).__name__}")
-            return cls.wrap_video_kl(vae_net, recipe.video_kl_micro_batch)
+            return cls.wrap_video_kl(vae_net, micro_batch_size or recipe.video_kl_micro_batch)
         if is_2d:
             raise InferenceInputError(f"Open-Sora {recipe.name} samples with its video VAE "
                                       f"(VideoAutoencoderPipeline), got a 2D AutoencoderKL")
@@ -310,7 +310,8 @@ class OpenSoraPipelineBase:
             text = cls.make_text_embedder(registry.build(text_encoder, cls.backend), tokenizer,
                                           int(net.y_embedder.y_embedding.shape[0]))
         pipe = cls(net, vae_net, cls.make_scheduler(recipe, scheduler), text, recipe=recipe)
-        pipe.presets = {k: (v, registry.resolve(v)[1]) for k, v in presets.items()}
+        pipe.presets = {k: (v, {**registry.resolve(v)[1], **(model_overrides if k == "model" else {})})
+                        for k, v in presets.items()}
         pipe.tokenizer_folder = tokenizer
         pipe.apply_dtype(dtype)
         return pipe

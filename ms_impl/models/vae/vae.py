@@ -50,7 +50,20 @@ class VideoAutoencoderKL(nn.Cell):
     def __init__(self, from_pretrained=None, micro_batch_size=None, cache_dir=None, local_files_only=False,
                  subfolder=None, scaling_factor=0.18215, vae_config=None):
         super().__init__()
-        self.module = AutoencoderKL(**autoencoder_kl_config(from_pretrained, subfolder, vae_config))
+        self._wrap(AutoencoderKL(**autoencoder_kl_config(from_pretrained, subfolder, vae_config)), micro_batch_size,
+                   scaling_factor)
+
+    @classmethod
+    def from_module(cls, module, micro_batch_size=None, scaling_factor=0.18215):
+        """Wrap an AutoencoderKL that is already built and loaded (e.g. the ``sd-vae-ft-ema`` release folder
+        through ``converters.from_pretrained``) instead of building a second one."""
+        self = cls.__new__(cls)
+        nn.Cell.__init__(self)
+        self._wrap(module, micro_batch_size, scaling_factor)
+        return self
+
+    def _wrap(self, module, micro_batch_size, scaling_factor):
+        self.module = module
         self.out_channels = self.module.latent_channels
         f = 2 ** (len(self.module.encoder.down_blocks) - 1)   # 8 for the SD/SDXL VAEs
         self.patch_size = (1, f, f)
