@@ -378,6 +378,10 @@ def test_weight_gradients_match_reference_with_and_without_recompute():
     inputs = FAM.extra["example_inputs"](SMALL_KW, np.random.default_rng(0))
     torch.manual_seed(0)
     ref_model = pt_small()
+    # training mode on both sides, caption dropout off: the reference would otherwise drop captions at random
+    # (class_dropout_prob 0.1 in training mode) where the port does not
+    ref_model.y_embedder.uncond_prob = 0.0
+    ref_model.train()
     out = ref_model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
     probe = np.random.default_rng(1).standard_normal(tuple(out.shape)).astype(np.float32)
     (out * torch.from_numpy(probe)).sum().backward()
@@ -389,6 +393,8 @@ def test_weight_gradients_match_reference_with_and_without_recompute():
     for recompute in (False, True):
         port = build(SMALL, "ms")
         converters.pt_to_ms(ref_model, port)
+        port.y_embedder.uncond_prob = 0.0
+        port.set_train(True)
         port.set_recompute(recompute)
         grads[recompute] = got = _ms_weight_grads(port, inputs, probe)
         assert set(got) == set(ref)
