@@ -129,19 +129,24 @@ def test_rerun_skips_existing_outputs(pt_t2v, work, tmp_path):
     assert mtimes == {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)}
 
 
-def test_three_stages_resume_gives_the_one_stage_result(pt_t2v, work, tmp_path):
-    """An interrupted run, resumed with --stages 3: the first video is kept, the second one is made (text, then
+def test_three_stages_resume_gives_the_one_stage_result(work, tmp_path):
+    """An interrupted run, resumed with --stages 3: the first sample is kept, the second one is made (text, then
     denoise, then decode) with the noise the complete one-stage run gave it (the skipped sample's draws are
-    replayed), so it equals the one-stage video frame for frame."""
-    src, _ = pt_t2v
+    replayed), so it equals the one-stage result pixel for pixel. Compared on PNGs (one frame, lossless): the
+    same frames encoded to H.264 in two runs of the script came out as different bitstreams on this machine
+    (decoded up to 63 levels apart), so mp4s cannot show pixel equality."""
+    src = str(tmp_path / "complete")
+    run("pt", "--pipeline-folder", work["folder"], "--prompt", *PROMPTS, "--num-frames", 1, "--save-dir", src)
     out = str(tmp_path / "resume")
     shutil.copytree(src, out)
-    os.remove(os.path.join(out, "sample_0001.mp4"))
-    kept = os.path.getmtime(os.path.join(out, "sample_0000.mp4"))
-    p = run("pt", "--pipeline-folder", work["folder"], "--prompt", *PROMPTS, "--save-dir", out, "--stages", "3")
+    os.remove(os.path.join(out, "sample_0001.png"))
+    kept = os.path.getmtime(os.path.join(out, "sample_0000.png"))
+    p = run("pt", "--pipeline-folder", work["folder"], "--prompt", *PROMPTS, "--num-frames", 1, "--save-dir", out,
+            "--stages", "3")
     assert "stage 1/3" in p.stdout and "1 written, 1 skipped" in p.stdout
-    assert os.path.getmtime(os.path.join(out, "sample_0000.mp4")) == kept
-    assert np.array_equal(frames(os.path.join(out, "sample_0001.mp4")), frames(os.path.join(src, "sample_0001.mp4")))
+    assert os.path.getmtime(os.path.join(out, "sample_0000.png")) == kept
+    a, b = frames(os.path.join(out, "sample_0001.png")), frames(os.path.join(src, "sample_0001.png"))
+    assert a.std() > 1.0 and np.array_equal(a, b)
     assert sorted(os.listdir(out)) == sorted(os.listdir(src))    # stage files (.text, .latents) cleaned up
 
 
