@@ -1,4 +1,8 @@
-"""Open-Sora 1.2 training (rectified flow) with the MindSpore port: upstream ``v1.2.0:scripts/train.py``.
+"""Open-Sora training with the MindSpore port: 1.2 (STDiT3, rectified flow; upstream ``v1.2.0:scripts/train.py``),
+1.1 (STDiT2, IDDPM, buckets + frame masks; ``v1.1.0``) and 1.0 (STDiT, IDDPM, one fixed size; ``v1.0.0``).
+
+    python scripts/train.py --config configs/opensora/train/demo-small.yaml            # 1.0, tiny, synthetic data
+    python scripts/train.py --config configs/opensora-v1-1/train/demo-small.yaml       # 1.1, tiny, synthetic data
 
     python scripts/train.py --config configs/opensora-v1-2/train/demo-small.yaml          # tiny, synthetic data
     python scripts/train.py --config configs/opensora-v1-2/train/stage1.yaml --dtype fp32 \\
@@ -9,7 +13,15 @@
     msrun --worker_num=2 --local_worker_num=2 --master_port=8129 --join=True scripts/train.py --config ... \\
         --use_parallel True                                        # data parallel, one process per rank
 
-Settings come from a YAML config (upstream's keys, ``configs/opensora-v1-2/train/stage{1,2,3}.yaml``; ``_base_:
+The family comes from ``model.type`` (a preset: STDiT-*, STDiT2-*, STDiT3-*; or the config.json of
+``model.from_pretrained``), the objective from ``scheduler.type`` (``rflow`` | ``iddpm``; upstream: 1.0/1.1 iddpm,
+1.2 rflow). 1.0/1.1 encode with the 2D ``VideoAutoencoderKL`` (sd-vae-ft-ema) frame by frame (``vae.type``
+VideoAutoencoderKL or a 2D preset such as AutoencoderKL-S); 1.0 trains at one size (upstream's top-level keys
+``num_frames``, ``image_size``, ``frame_interval``, ``batch_size``; dataset type VideoTextDataset) and its STDiT
+is built for that latent size; 1.1/1.2 use ``bucket_config`` and ``mask_ratios``.
+
+Settings come from a YAML config (upstream's keys, ``configs/opensora-v1-2/train/stage{1,2,3}.yaml``,
+``configs/opensora-v1-1/train/stage1.yaml``, ``configs/opensora/train/16x256x256.yaml``; ``_base_:
 other.yaml`` inherits). EVERY key can be overridden on the command line, with dashes or underscores, nested keys
 with a dot: ``--lr 1e-4``, ``--model.from_pretrained X``, ``--bucket_config '{"144p": {"1": [1.0, 4]}}'``
 (JSON); ``null`` means None. ``--print-config`` prints the effective settings and exits.
@@ -42,6 +54,7 @@ under msrun: data parallel, each rank takes its share of the bucket sampler's ba
 ranks (AllReduce) before the optimizer. A NaN/Inf loss stops the run (exit 3) naming the step; the checkpoints
 already written stay as they are. Bad input: one line on stderr, exit 2.
 """
+import functools
 import json
 import math
 import os
@@ -71,14 +84,14 @@ DEFAULTS = dict(
     dataset=dict(type="VariableVideoTextDataset", data_path=None, transform_name="resize_crop", frame_interval=1,
                  synthetic=None),
     bucket_config=None,
-    grad_checkpoint=False,
+    num_frames=None, image_size=None, frame_interval=None, batch_size=None, data_path=None,   # 1.0's dataset keys
+    grad_checkpoint=False, sp_size=1,
     num_workers=0, num_bucket_build_workers=1, plugin=None, wandb=False,   # upstream keys, not used here
     dtype="fp32",
     model=dict(type="STDiT3-XL/2", from_pretrained=None, init_from=None),
     vae=dict(type="OpenSoraVAE_V1_2", from_pretrained=None),
     text_encoder=dict(type="t5", from_pretrained=None, tokenizer=None, model_max_length=None, jit=True),
-    scheduler=dict(type="rflow", use_timestep_transform=True, sample_method="logit-normal", loc=0.0, scale=1.0,
-                   num_timesteps=1000, use_discrete_timesteps=False, transform_scale=1.0),
+    scheduler=dict(type="rflow"),
     mask_ratios=None,
     seed=42, outputs="outputs", run_name=None,
     epochs=1000, max_steps=None, log_every=10, ckpt_every=200, keep_last=3,
@@ -91,13 +104,21 @@ DEFAULTS = dict(
     build_random_components=False,
 )
 SECTIONS = ("dataset", "model", "vae", "text_encoder", "scheduler")   # open sections: constructor kwargs
+# scheduler defaults per objective (rflow: v1.2's; iddpm: upstream's train configs, the unrespaced schedule)
+RFLOW_DEFAULTS = dict(use_timestep_transform=True, sample_method="logit-normal", loc=0.0, scale=1.0,
+                      num_timesteps=1000, use_discrete_timesteps=False, transform_scale=1.0)
+IDDPM_DEFAULTS = dict(timestep_respacing="")
+# the Open-Sora release each model family belongs to (the IDDPM schedule's version: v1.0 float64 tables)
+FAMILY_RELEASE = {"stdit": "v1.0", "stdit2": "v1.1", "stdit3": "v1.2"}
+VAE2D_TYPES = ("VideoAutoencoderKL",)     # upstream's 1.0/1.1 vae.type; the 2D presets are accepted too
 # section keys the script consumes itself (the rest of model/vae go to the constructor)
 MODEL_OWN = ("type", "from_pretrained", "init_from")
-VAE_OWN = ("type", "from_pretrained", "micro_batch_size", "conv_impl")
+VAE_OWN = ("type", "from_pretrained", "micro_batch_size", "conv_impl", "local_files_only", "cache_dir")
 IGNORED_NOTES = {
     "num_workers": "samples are read in the training process",
     "num_bucket_build_workers": "buckets are assigned in the training process",
     "plugin": "ColossalAI's zero2; here data parallel over msrun ranks (--use_parallel True)",
+    "sp_size": "no sequence parallelism in training here",
     "wandb": "logs go to the console and log.jsonl",
 }
 
@@ -354,11 +375,17 @@ def cache_name(path):
 
 class VAEGeometry:
     """Latent size of a pixel size, from the VAE's config alone (no weights): upstream's rule for the 1.2
-    pipeline (``opensora_dual.families.vae_pipeline``)."""
+    pipeline (``opensora_dual.families.vae_pipeline``); for the 1.0/1.1 2D AutoencoderKL (a diffusers config with
+    ``block_out_channels``) every frame is its own latent frame and the spatial factor is 2**(levels - 1)."""
 
     def __init__(self, kwargs):
         from opensora_dual.families.vae_pipeline import spatial_factor
 
+        if "block_out_channels" in kwargs:     # 2D AutoencoderKL, frame by frame (VideoAutoencoderKL)
+            self.f = 2 ** (len(kwargs["block_out_channels"]) - 1)
+            self.tdown, self.micro = 1, None
+            self.channels = int(kwargs.get("latent_channels", 4))
+            return
         self.f = spatial_factor(kwargs)
         tdown = (kwargs.get("vae_temporal") or {}).get("temporal_downsample", (False, True, True))
         self.tdown = 2 ** sum(bool(t) for t in tdown)
@@ -373,6 +400,38 @@ class VAEGeometry:
         else:
             t = latent_frames(T, self.micro, self.tdown)
         return t, H // self.f, W // self.f
+
+
+class FixedSize:
+    """The one "bucket" of Open-Sora 1.0's ``VideoTextDataset``: every video at (num_frames, H, W) =
+    (``num_frames``, ``image_size``), one batch size. Rows too short for num_frames x frame_interval frames (and
+    images, unless num_frames is 1) are left out, as upstream's temporal crop could not serve them."""
+
+    num_bucket = 1
+
+    def __init__(self, num_frames, height, width, batch_size):
+        self.thw, self.batch_size = (int(num_frames), int(height), int(width)), int(batch_size)
+
+    def get_bucket_id(self, T, H, W, frame_interval=1, seed=None):
+        n = self.thw[0]
+        fits = T == 1 if n == 1 else T >= (n - 1) * frame_interval + 1
+        return ("fixed", n, 0) if fits else None
+
+    def get_batch_size(self, bucket_id):
+        return self.batch_size
+
+    def get_thw(self, bucket_id):
+        return self.thw
+
+
+def fixed_size_sampler(dataset, num_frames, height, width, batch_size, **kwargs):
+    """``VariableVideoBatchSampler`` (its shuffling, replica split and resume state) over the single
+    ``FixedSize`` bucket of 1.0."""
+    from opensora_dual.data import VariableVideoBatchSampler
+
+    sampler = VariableVideoBatchSampler(dataset, {"144p": {1: (1.0, 1)}}, **kwargs)
+    sampler.bucket = FixedSize(num_frames, height, width, batch_size)
+    return sampler
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,28 +486,29 @@ class Trainer:
             if not on_ascend():
                 raise UserError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels on CPU; "
                                 "use --dtype fp32 or --dtype fp16 (mixed precision with loss scaling)")
-        sched = dict(cfg.get("scheduler") or {})
-        if str(sched.get("type", "rflow")).lower() != "rflow":
-            raise UserError(f"scheduler.type must be rflow (Open-Sora 1.2), got {sched.get('type')!r}")
-        known = ("type", "use_timestep_transform", "sample_method", "loc", "scale", "num_timesteps",
-                 "use_discrete_timesteps", "transform_scale")
-        unknown = sorted(set(sched) - set(known))
-        if unknown:
-            raise UserError(f"unknown scheduler key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        self.noise_kw = dict(sample_method=sched["sample_method"], loc=float(sched["loc"]),
-                             scale=float(sched["scale"]), num_timesteps=int(sched["num_timesteps"]),
-                             use_discrete_timesteps=bool(sched["use_discrete_timesteps"]),
-                             use_timestep_transform=bool(sched["use_timestep_transform"]),
-                             transform_scale=float(sched["transform_scale"]))
+        self.family = self.model_family()
+        self.release = FAMILY_RELEASE.get(self.family, "v1.2")
+        self.objective_settings(dict(cfg.get("scheduler") or {}))
         self.mask_ratios = cfg.get("mask_ratios")
         if self.mask_ratios is not None:
             from opensora_dual.training import FrameMaskGenerator
 
+            if self.family == "stdit":
+                raise UserError("mask_ratios: STDiT (Open-Sora 1.0) takes no frame mask (x_mask); remove mask_ratios")
             try:
                 FrameMaskGenerator(self.mask_ratios)
             except ValueError as e:
                 raise UserError(f"mask_ratios: {e}") from None
-        if cfg.get("bucket_config") is None:
+        self.fixed_size = None
+        if self.family == "stdit":   # 1.0: one size (STDiT's position tables are built for it)
+            if cfg.get("bucket_config") is not None:
+                raise UserError("STDiT (Open-Sora 1.0) trains at one size: set num_frames, image_size and "
+                                "batch_size instead of bucket_config")
+            size = cfg.get("image_size")
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise UserError(f"image_size must be [height, width] for STDiT (Open-Sora 1.0), got {size!r}")
+            self.fixed_size = (_int(cfg, "num_frames", 1), int(size[0]), int(size[1]), _int(cfg, "batch_size", 1))
+        elif cfg.get("bucket_config") is None:
             raise UserError("bucket_config is required (resolution -> {num_frames: [keep_prob, batch_size]})")
         unknown = sorted(k for k in cfg if k not in DEFAULTS and not k.startswith("_"))
         if unknown:
@@ -460,6 +520,65 @@ class Trainer:
             self.check_parallel_optimizer()
         self.run_dir = os.path.abspath(os.path.join(str(cfg["outputs"]), str(cfg["run_name"])))
         self.log_path = os.path.join(self.run_dir, "log.jsonl")
+
+    @functools.cached_property
+    def family(self):
+        """The model family; ``settings`` sets it, ``build_model`` alone (tests) computes it on first use."""
+        return self.model_family()
+
+    def model_family(self):
+        """The model family (stdit, stdit2, stdit3): from the config.json of ``model.from_pretrained`` when it is a
+        release folder, else from the ``model.type`` preset."""
+        from opensora_dual import registry
+
+        sec = self.cfg.get("model") or {}
+        if sec.get("from_pretrained") and sec.get("init_from") is None:
+            path = resolve_weights(sec["from_pretrained"], "diffusion model")
+            cj = os.path.join(path, "config.json") if os.path.isdir(path) else None
+            if cj and os.path.isfile(cj):
+                from converters.families import family_from_config
+
+                with open(cj, encoding="utf-8") as f:
+                    return family_from_config(json.load(f)).name
+        preset = sec.get("type")
+        if preset not in registry.preset_names() or registry.resolve(preset)[0].name not in FAMILY_RELEASE:
+            raise UserError(f"model.type {preset!r} is not a registered STDiT / STDiT2 / STDiT3 preset (known: "
+                            f"{', '.join(n for n in registry.preset_names() if n.startswith('STDiT'))})")
+        return registry.resolve(preset)[0].name
+
+    def objective_settings(self, sched):
+        """``scheduler.type`` rflow (its sampling keys -> ``self.noise_kw``) or iddpm (the unrespaced IDDPM's
+        training keys -> ``self.objective_kwargs``; version v1.0 for STDiT, v1.1 otherwise)."""
+        from opensora_dual.training import IDDPM_TRAIN_KEYS, objective_settings
+
+        kind = str(sched.pop("type", "rflow")).lower()
+        if kind == "rflow":
+            unknown = sorted(set(sched) - set(RFLOW_DEFAULTS))
+            if unknown:
+                raise UserError(f"unknown scheduler key(s) {', '.join(unknown)} for rflow; known: "
+                                f"{', '.join(RFLOW_DEFAULTS)}")
+            sc = {**RFLOW_DEFAULTS, **sched}
+            self.objective, self.objective_kwargs = "rflow", None
+            self.noise_kw = dict(sample_method=sc["sample_method"], loc=float(sc["loc"]), scale=float(sc["scale"]),
+                                 num_timesteps=int(sc["num_timesteps"]),
+                                 use_discrete_timesteps=_bool(sc, "use_discrete_timesteps"),
+                                 use_timestep_transform=_bool(sc, "use_timestep_transform"),
+                                 transform_scale=float(sc["transform_scale"]))
+            return
+        if kind != "iddpm":
+            raise UserError(f"scheduler.type must be rflow or iddpm, got {kind!r}")
+        unknown = sorted(set(sched) - set(IDDPM_TRAIN_KEYS))
+        if unknown:
+            raise UserError(f"unknown scheduler key(s) {', '.join(unknown)} for iddpm; known: "
+                            f"{', '.join(IDDPM_TRAIN_KEYS)}")
+        kw = {**IDDPM_DEFAULTS, **sched}
+        kw.setdefault("version", "v1.0" if self.family == "stdit" else "v1.1")
+        try:
+            self.objective_kwargs = objective_settings("iddpm", kw)
+        except ValueError as e:
+            raise UserError(f"scheduler: {e}") from None
+        self.objective = "iddpm"
+        self.noise_kw = dict(num_timesteps=int(kw.get("diffusion_steps", 1000)))
 
     def check_parallel_optimizer(self):
         """MindSpore's optimizer sharding (``enable_parallel_optimizer``) works on Ascend only, and only for its own
@@ -563,10 +682,10 @@ class Trainer:
                      f"{cfg['text_encoder'].get('type')}) in {comp}")
             if need_vae and not os.path.isdir(vdir):
                 ms.set_seed(self.seed)
-                fam, kw = registry.resolve(cfg["vae"]["type"])
+                fam, kw = registry.resolve(self.vae_preset())
                 kw.update(self.vae_kwargs())
                 vae = fam.model_class("ms")(**kw)
-                converters.save_release_folder(vae, "ms", vdir, kw, preset=cfg["vae"]["type"])
+                converters.save_release_folder(vae, "ms", vdir, kw, preset=self.vae_preset())
             if need_t5 and not os.path.isdir(tdir):
                 import tempfile
 
@@ -586,6 +705,18 @@ class Trainer:
             cfg["vae"]["from_pretrained"] = vdir
         if need_t5:
             cfg["text_encoder"]["from_pretrained"] = tdir
+
+    def vae_preset(self):
+        """The registered VAE preset of ``vae.type``: upstream's 1.0/1.1 ``VideoAutoencoderKL`` is the 2D
+        sd-vae-ft-ema frame by frame; a 2D preset (AutoencoderKL-S) or a 1.2 pipeline preset is itself."""
+        t = (self.cfg.get("vae") or {}).get("type")
+        return "sd-vae-ft-ema" if t in VAE2D_TYPES else t
+
+    def vae_is_2d(self):
+        from opensora_dual import registry
+
+        t = self.vae_preset()
+        return t in registry.preset_names() and registry.resolve(t)[0].name == "vae2d"
 
     def vae_kwargs(self):
         return {k: v for k, v in (self.cfg.get("vae") or {}).items() if k not in VAE_OWN}
@@ -612,7 +743,10 @@ class Trainer:
             raise UserError(f"model.init_from must be null or pixart, got {init_from!r}")
         overrides = self.model_kwargs()
         ckpt = None
-        fam = registry.get_family("stdit3")
+        fam = registry.get_family(self.family)
+        if getattr(self, "fixed_size", None) is not None:   # 1.0: STDiT built for the latent of (num_frames, image_size)
+            T, H, W, _ = self.fixed_size
+            overrides["input_size"] = tuple(int(v) for v in self.vae_geometry().latent_size(T, H, W))
         if path is not None and init_from is None:
             ckpt = converters.read_checkpoint(path)
             cfg_json = ckpt.config if ckpt.config is not None else _own_config(ckpt)
@@ -621,16 +755,15 @@ class Trainer:
         if cfg_json is not None:
             kwargs = fam.config_from_json(cfg_json)
         else:
-            if preset not in registry.preset_names() or registry.resolve(preset)[0].name != "stdit3":
-                raise UserError(f"model.type {preset!r} is not a registered STDiT3 preset (known: "
-                                f"{', '.join(n for n in registry.preset_names() if n.startswith('STDiT3'))})")
+            if preset not in registry.preset_names() or registry.resolve(preset)[0].name != self.family:
+                raise UserError(f"model.type {preset!r} is not a registered {self.family} preset")
             kwargs = registry.resolve(preset)[1]
         kwargs.update(overrides)
         self.model_kwargs_full = kwargs
         try:
             model = fam.model_class("ms")(**kwargs)
         except TypeError as e:
-            raise UserError(f"cannot build STDiT3 from {kwargs}: {e}") from None
+            raise UserError(f"cannot build {fam.name} from {kwargs}: {e}") from None
         if ckpt is not None:
             try:
                 converters.load_state_into(model, ckpt, "ms", strict=True, family=fam)
@@ -640,7 +773,7 @@ class Trainer:
         elif path is not None:   # PixArt: converted once per run (rank 0), then loaded non-strictly
             out = os.path.join(self.run_dir, "init", "pixart_init.safetensors")
             if self.rank == 0 and not os.path.exists(out):
-                self.say(f"mapping the PixArt checkpoint {path} onto STDiT3 ({out})")
+                self.say(f"mapping the PixArt checkpoint {path} onto {fam.name} ({out})")
                 rep = converters.convert(path, out, model=preset, overrides=overrides, init_from="pixart",
                                          progress=False)
                 self.say(f"  {rep.tensors} tensors from PixArt, {len(rep.initialised_fresh)} initialised fresh, "
@@ -660,23 +793,32 @@ class Trainer:
         from opensora_dual import registry
 
         sec = self.cfg.get("vae") or {}
+        preset = self.vae_preset()
         path = resolve_weights(sec.get("from_pretrained"), "VAE")
         if path is None:
-            if sec.get("type") not in registry.preset_names():
+            if preset not in registry.preset_names():
                 raise UserError(f"vae.type {sec.get('type')!r} is not a registered preset and vae.from_pretrained "
                                 f"is not set")
-            fam, kw = registry.resolve(sec["type"])
+            fam, kw = registry.resolve(preset)
             kw.update(self.vae_kwargs())
             vae = fam.model_class("ms")(**kw)
-            self.notes.append(f"the VAE ({sec['type']}) has random weights (vae.from_pretrained is null)")
+            self.notes.append(f"the VAE ({preset}) has random weights (vae.from_pretrained is null)")
         else:
-            extra = {"model": sec["type"]} if os.path.isfile(path) else {}
+            extra = {"model": preset} if os.path.isfile(path) else {}
             vae = converters.from_pretrained(None, path, "ms", **extra)
-        if type(vae).__name__ != "VideoAutoencoderPipeline":
-            raise UserError(f"the VAE must be an Open-Sora 1.2 VideoAutoencoderPipeline, got {type(vae).__name__}")
-        if sec.get("micro_batch_size") is not None:
+        want = "AutoencoderKL" if self.release in ("v1.0", "v1.1") else "VideoAutoencoderPipeline"
+        if type(vae).__name__ != want:
+            raise UserError(f"Open-Sora {self.release} trains with a {want} VAE "
+                            f"({'sd-vae-ft-ema, frame by frame' if want == 'AutoencoderKL' else 'OpenSora-VAE-v1.2'}),"
+                            f" got {type(vae).__name__}")
+        if want == "AutoencoderKL":   # upstream's VideoAutoencoderKL: the 2D VAE frame by frame, x0.18215
+            from ms_impl.models.vae.vae import VideoAutoencoderKL
+
+            mb = sec.get("micro_batch_size")
+            vae = VideoAutoencoderKL.from_module(vae, None if mb is None else int(mb))
+        elif sec.get("micro_batch_size") is not None:
             vae.spatial_vae.micro_batch_size = int(sec["micro_batch_size"])
-        if sec.get("conv_impl") is not None:   # "im2col" (the CPU default) or "native" (faster for few channels)
+        if sec.get("conv_impl") is not None and hasattr(vae, "set_conv_impl"):   # "im2col" (CPU default) / "native"
             if sec["conv_impl"] not in ("im2col", "native"):
                 raise UserError(f"vae.conv_impl must be im2col or native, got {sec['conv_impl']!r}")
             vae.set_conv_impl(sec["conv_impl"])
@@ -698,22 +840,23 @@ class Trainer:
         try:
             path = resolve_weights(sec.get("from_pretrained"), "VAE") if sec.get("from_pretrained") else None
         except UserError:   # cached latents need only the geometry: the preset's will do
-            if sec.get("type") not in registry.preset_names():
+            if self.vae_preset() not in registry.preset_names():
                 raise
             self.notes.append(f"vae.from_pretrained {sec['from_pretrained']} not found: latent sizes from the "
-                              f"{sec['type']} preset")
+                              f"{self.vae_preset()} preset")
             path = None
         if path is not None and os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
             with open(os.path.join(path, "config.json")) as f:
                 cj = json.load(f)
-            kw = family_from_config(cj).config_from_json(cj)
+            kw = cj if "block_out_channels" in cj else family_from_config(cj).config_from_json(cj)
         else:
-            if sec.get("type") not in registry.preset_names():
+            if self.vae_preset() not in registry.preset_names():
                 raise UserError(f"vae.type {sec.get('type')!r} is not a registered preset (needed for the latent "
-                                f"sizes of cached latents)")
-            kw = registry.resolve(sec["type"])[1]
+                                f"sizes)")
+            kw = registry.resolve(self.vae_preset())[1]
             kw.update({k: v for k, v in self.vae_kwargs().items() if k in ("vae_2d", "vae_temporal",
-                                                                            "micro_frame_size")})
+                                                                            "micro_frame_size", "block_out_channels",
+                                                                            "latent_channels")})
         return VAEGeometry(kw)
 
     def build_text(self):
@@ -737,16 +880,20 @@ class Trainer:
             raise UserError(f"no T5 tokenizer folder (text_encoder.tokenizer, or the text encoder folder): {tok}")
         for p in net.get_parameters():
             p.requires_grad = False
-        return runtime.make_text_embedder(net, load_tokenizer(tok), self.text_len, clean=RELEASES["v1.2"]["clean"],
+        return runtime.make_text_embedder(net, load_tokenizer(tok), self.text_len, clean=RELEASES[self.release]["clean"],
                                           mask_to_model=True, jit=_bool(sec, "jit") if "jit" in sec else self.jit)
 
     # ---- data -----------------------------------------------------------------------------------------------------
     def build_data(self):
         from opensora_dual.data import Bucket, VariableVideoBatchSampler, VariableVideoTextDataset
 
-        ds_cfg = self.cfg.get("dataset") or {}
-        if ds_cfg.get("type", "VariableVideoTextDataset") != "VariableVideoTextDataset":
-            raise UserError(f"dataset.type must be VariableVideoTextDataset (v1.2), got {ds_cfg.get('type')!r}")
+        ds_cfg = dict(self.cfg.get("dataset") or {})
+        allowed = ("VariableVideoTextDataset", "VideoTextDataset") if self.fixed_size else ("VariableVideoTextDataset",)
+        if ds_cfg.get("type", "VariableVideoTextDataset") not in allowed:
+            raise UserError(f"dataset.type must be {' or '.join(allowed)}, got {ds_cfg.get('type')!r}")
+        for key in ("data_path", "frame_interval"):   # 1.0's top-level keys
+            if self.cfg.get(key) is not None:
+                ds_cfg[key] = self.cfg[key]
         path = ds_cfg.get("data_path")
         if path is None and ds_cfg.get("synthetic") is not None:
             path = self.make_synthetic(ds_cfg["synthetic"])
@@ -754,10 +901,17 @@ class Trainer:
             raise UserError("dataset.data_path is required (the dataset csv/parquet)")
         self.dataset = VariableVideoTextDataset(path, transform_name=ds_cfg.get("transform_name", "resize_crop"),
                                                 frame_interval=int(ds_cfg.get("frame_interval", 1)), seed=self.seed)
-        self.bucket = Bucket(self.cfg["bucket_config"])
-        self.max_bs = max(bs for frames in self.bucket.bucket_bs.values() for bs in frames.values() if bs)
-        self.sampler = VariableVideoBatchSampler(self.dataset, self.bucket, num_replicas=self.world, rank=self.rank,
-                                                 shuffle=True, seed=self.seed, drop_last=_bool(self.cfg, "drop_last"))
+        if self.fixed_size is not None:
+            T, H, W, bs = self.fixed_size
+            self.bucket, self.max_bs = None, bs
+            self.sampler = fixed_size_sampler(self.dataset, T, H, W, bs, num_replicas=self.world, rank=self.rank,
+                                              shuffle=True, seed=self.seed, drop_last=_bool(self.cfg, "drop_last"))
+        else:
+            self.bucket = Bucket(self.cfg["bucket_config"])
+            self.max_bs = max(bs for frames in self.bucket.bucket_bs.values() for bs in frames.values() if bs)
+            self.sampler = VariableVideoBatchSampler(self.dataset, self.bucket, num_replicas=self.world,
+                                                     rank=self.rank, shuffle=True, seed=self.seed,
+                                                     drop_last=_bool(self.cfg, "drop_last"))
         if self.sampler.num_batches() == 0:
             raise UserError(f"no row of {path} fits a bucket of bucket_config (a video needs more frames than its "
                             f"bucket's num_frames, and at least 0.8x the pixels of the resolution): nothing to train on")
@@ -832,7 +986,9 @@ class Trainer:
         batch = dict(x0=x0.astype(f32), y=y.astype(f32), mask=mask,
                      fps=np.array([it["fps"] for it in items], f32),
                      height=np.array([it["H"] for it in items], f32), width=np.array([it["W"] for it in items], f32),
-                     num_frames=np.array([it["T"] for it in items], f32))
+                     num_frames=np.array([it["T"] for it in items], f32),
+                     # STDiT2's aspect ratio: v1.1's training dataset passes width / height (its sampling H/W)
+                     ar=np.array([it["W"] / it["H"] for it in items], f32))
         batch["_g"] = [it["g"] for it in items]
         return batch, skipped
 
@@ -895,6 +1051,13 @@ class Trainer:
         import numpy as np
 
         B, _, T, H, W = x.shape
+        dt = np.float16 if self.dtype == "fp16" else np.float32
+        if not hasattr(self.vae, "spatial_vae"):    # 1.0/1.1: the 2D VAE frame by frame, posterior sampled
+            f = self.vae.patch_size[1]
+            noise = np.stack([self._rng(step, g, 1).standard_normal((self.latent_channels, T, H // f, W // f),
+                                                                    dtype=np.float32) for g in gs])
+            z = self.vae.encode(ms.Tensor(x.astype(dt)), noise=ms.Tensor(noise.astype(dt)))
+            return z.astype(ms.float32).asnumpy()
         sp = self.vae.spatial_vae
         cs = int(sp.out_channels)
         f = sp.patch_size[1]
@@ -904,7 +1067,6 @@ class Trainer:
             rng = self._rng(step, g, 1)
             sn.append(rng.standard_normal((cs, T, H // f, W // f), dtype=np.float32))
             tn.append(rng.standard_normal((self.latent_channels, t, h, w), dtype=np.float32))
-        dt = np.float16 if self.dtype == "fp16" else np.float32
         z = self.vae.encode(ms.Tensor(x.astype(dt)), spatial_noise=np.stack(sn).astype(dt),
                             temporal_noise=np.stack(tn).astype(dt))
         return z.astype(ms.float32).asnumpy()
@@ -912,12 +1074,17 @@ class Trainer:
     def draw_noise(self, batch, step):
         import numpy as np
 
-        from opensora_dual.training import TrainBatchNoise
+        from opensora_dual.training import TrainBatchNoise, iddpm_noise
 
         parts = []
         x0 = batch["x0"]
         for j, g in enumerate(batch["_g"]):
             sl = slice(j, j + 1)
+            if self.objective == "iddpm":
+                parts.append(iddpm_noise(self._rng(step, g, 0), (1,) + x0.shape[1:],
+                                         caption_drop_prob=self.trainer.caption_drop_prob,
+                                         mask_ratios=self.mask_ratios, **self.noise_kw))
+                continue
             parts.append(TrainBatchNoise.draw(self._rng(step, g, 0), (1,) + x0.shape[1:], batch["height"][sl],
                                               batch["width"][sl], batch["num_frames"][sl],
                                               caption_drop_prob=self.trainer.caption_drop_prob,
@@ -947,7 +1114,7 @@ class Trainer:
             raise RuntimeError(f"step {step}: the ranks' weights differ (data-parallel replicas out of sync)")
         name = f"epoch{epoch}-global_step{step}"
         final = os.path.join(self.run_dir, name)
-        fam = registry.get_family("stdit3")
+        fam = registry.get_family(self.family)
         release_cfg = fam.config_to_json(dict(self.model_kwargs_full))
         t = self.trainer
         weights = converters.model_tensors(self.model, "ms")
@@ -1082,7 +1249,7 @@ class Trainer:
                             grad_accum=self.grad_accum, recompute=_bool(self.cfg, "grad_checkpoint"),
                             compute_dtype=self.dtype if self.dtype != "bf16" else ms.bfloat16,
                             loss_scale=self.cfg.get("loss_scale"), jit=self.jit, jit_update=self.jit_update,
-                            seed=self.seed)
+                            seed=self.seed, objective=self.objective, objective_kwargs=self.objective_kwargs)
         if self.world > 1:
             self.trainer.set_grad_reducer(dp_grad_reducer(self.trainer.params, self.world))
 

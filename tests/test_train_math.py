@@ -262,3 +262,30 @@ def test_rflow_loss_reference_semantics():
 def test_training_diverged_error_names_the_step():
     e = TrainingDivergedError(12, float("nan"), 1, 2)
     assert "step 12" in str(e) and "nan" in str(e) and "micro-batch 2 of 2" in str(e) and e.step == 12
+
+
+def test_iddpm_noise_draws_uniform_integer_timesteps_and_objective_settings():
+    """IDDPM randoms: t ~ uniform integers in [0, 1000) (upstream's UniformSampler), then noise, caption drop and
+    frame masks from the same generator in that order; the objective's arguments are checked once."""
+    from opensora_dual.training import integer_timesteps, iddpm_noise, objective_settings
+
+    n = iddpm_noise(np.random.default_rng(0), (4000, 1, 1, 1, 1), caption_drop_prob=0.0)
+    t = integer_timesteps(n)
+    assert t.min() >= 0 and t.max() <= 999 and np.array_equal(t, n.t) and len(np.unique(t)) > 900
+    assert abs(t.mean() - 499.5) < 15 and (t == 0).any()
+    a = iddpm_noise(np.random.default_rng(1), (3, 4, 2, 2, 2), mask_ratios={"image_head": 1.0})
+    rng = np.random.default_rng(1)
+    assert np.array_equal(a.t, rng.integers(0, 1000, size=3).astype(np.float32))
+    assert np.array_equal(a.noise, rng.standard_normal((3, 4, 2, 2, 2), dtype=np.float32))
+    assert a.x_mask.tolist() == [[False, True]] * 3
+    with pytest.raises(ValueError, match="integer"):
+        integer_timesteps(TrainBatchNoise(t=[0.5], noise=np.zeros((1, 1, 1, 1, 1)), drop_ids=[False]))
+    with pytest.raises(ValueError, match=r"\[0, 1000\)"):
+        iddpm_noise(np.random.default_rng(0), (1, 1, 1, 1, 1), t=[1000])
+    assert objective_settings("iddpm") == {"timestep_respacing": ""}
+    assert objective_settings("rflow") == {}
+    for bad, msg in ((("ddim", None), "objective must be"), (("iddpm", {"cfg_scale": 4}), "unknown IDDPM"),
+                     (("iddpm", {"timestep_respacing": "50"}), "unrespaced"), (("rflow", {"version": "v1.0"}),
+                                                                                "takes no objective_kwargs")):
+        with pytest.raises(ValueError, match=msg):
+            objective_settings(*bad)

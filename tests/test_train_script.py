@@ -527,3 +527,89 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys):
         assert train.main(base + extra) == 2, extra
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------------------------ 1.0 / 1.1 (IDDPM)
+V1_DEMOS = {"v1.0": (os.path.join(ROOT, "configs", "opensora", "train", "demo-small.yaml"), 4),
+            "v1.1": (os.path.join(ROOT, "configs", "opensora-v1-1", "train", "demo-small.yaml"), 12)}
+
+
+@pytest.fixture(scope="module")
+def v1_runs(tmp_path_factory):
+    """The 1.0 demo (STDiT-S/2, one fixed size, 4 steps) and the 1.1 demo (STDiT2-S/2, a bucket, frame masks, 12
+    steps), IDDPM, random 2D VAE + T5-S built by the run, started together (one core each)."""
+    root = tmp_path_factory.mktemp("v1_demos")
+    procs = {}
+    for name, (cfg, steps) in V1_DEMOS.items():
+        log = open(root / f"{name}.log", "w")
+        procs[name] = (subprocess.Popen([sys.executable, TRAIN, "--config", cfg, "--outputs", str(root), "--run_name",
+                                         name, "--max_steps", str(steps), "--ckpt_every", str(steps),
+                                         "--log_every", "1"], cwd=ROOT, env=ENV, stdout=log,
+                                        stderr=subprocess.STDOUT), log)
+    out = {}
+    for name, (p, log) in procs.items():
+        p.wait(timeout=TIMEOUT)
+        log.close()
+        run = root / name
+        recs = [json.loads(line) for line in open(run / "log.jsonl")] if (run / "log.jsonl").exists() else []
+        out[name] = dict(rc=p.returncode, run=run, text=(root / f"{name}.log").read_text(),
+                         losses=[r["loss"] for r in recs if "loss" in r and "event" not in r])
+    return out
+
+
+def _check_release_checkpoint(run, steps, model_type, want_kwargs):
+    """The last checkpoint is a release folder (config.json + weights) that the converter reads into the
+    reference family with the trained weights."""
+    import converters
+    import mindspore as ms
+
+    ckpt = run / f"epoch{[int(m.group(1)) for m in map(CKPT_RE.match, os.listdir(run)) if m][-1]}-global_step{steps}"
+    with open(ckpt / "config.json") as f:
+        cfg = json.load(f)
+    assert cfg["model_type"] == model_type, cfg
+    for k, v in want_kwargs.items():
+        assert cfg[k] == v, (k, cfg[k])
+    net = converters.from_pretrained(None, str(ckpt), "pt")
+    assert type(net).__name__ == model_type
+    trained = ms.load_checkpoint(str(ckpt / "model.ckpt"))
+    w = "final_layer.linear.weight"
+    np.testing.assert_array_equal(net.state_dict()[w].numpy(), trained[w].asnumpy())
+    assert (ckpt / "ema" / "config.json").is_file() and (ckpt / "ema" / "model.ckpt").is_file()
+
+
+def test_v1_0_demo_trains_iddpm_at_its_fixed_size(v1_runs):
+    """Open-Sora 1.0: STDiT-S/2 built for the latent of (num_frames 4, image_size 64x64) through the x8 2D VAE
+    ([4, 8, 8]), IDDPM, 4 steps: finite losses, a release checkpoint (STDiT config.json) the converter reads."""
+    r = v1_runs["v1.0"]
+    assert r["rc"] == 0, r["text"][-3000:]
+    assert len(r["losses"]) == 4 and np.isfinite(r["losses"]).all(), r["losses"]
+    assert "STDiT-S/2" in r["text"]
+    _check_release_checkpoint(r["run"], 4, "STDiT", {"input_size": [4, 8, 8], "model_max_length": 16})
+
+
+def test_v1_1_demo_trains_iddpm_with_masks_and_loss_goes_down(v1_runs):
+    """Open-Sora 1.1: STDiT2-S/2 on a 144p bucket (latents 4 x 4 x 18 x 32) with v1.1's mask ratios, IDDPM,
+    12 steps at lr 1e-3: finite losses, the mean of the last 4 below the mean of the first 4, a release checkpoint
+    (STDiT2 config.json)."""
+    r = v1_runs["v1.1"]
+    assert r["rc"] == 0, r["text"][-3000:]
+    losses = np.array(r["losses"])
+    assert len(losses) == 12 and np.isfinite(losses).all(), losses
+    print("1.1 demo losses:", np.round(losses, 4))
+    assert losses[-4:].mean() < 0.9 * losses[:4].mean(), losses
+    _check_release_checkpoint(r["run"], 12, "STDiT2", {"model_max_length": 16})
+
+
+def test_v1_settings_errors_are_one_line_exit_2(tmp_path, capsys):
+    """Objective and family settings: an unknown scheduler.type, frame masks for STDiT (no x_mask), a bucket
+    config for 1.0's fixed size, a respaced IDDPM schedule."""
+    train = _train_module()
+    v10 = ["--config", V1_DEMOS["v1.0"][0], "--outputs", str(tmp_path)]
+    v11 = ["--config", V1_DEMOS["v1.1"][0], "--outputs", str(tmp_path)]
+    for argv, msg in ((v11 + ["--scheduler.type", "ddim"], "scheduler.type must be rflow or iddpm"),
+                      (v10 + ["--mask_ratios", '{"image_head": 0.5}'], "STDiT (Open-Sora 1.0) takes no frame mask"),
+                      (v10 + ["--bucket_config", '{"144p": {"4": [1.0, 2]}}'], "trains at one size"),
+                      (v11 + ["--scheduler.timestep_respacing", "100"], "unrespaced")):
+        assert train.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err

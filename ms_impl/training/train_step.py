@@ -1,7 +1,9 @@
-"""One Open-Sora 1.2 training step (rectified flow), MindSpore port of ``pt_reference/training/train_step.py``.
+"""One Open-Sora training step (rectified flow for 1.2, the default; IDDPM for 1.0 / 1.1), MindSpore port of
+``pt_reference/training/train_step.py``.
 
-Same class name, constructor arguments and ``step(batch, noise)`` contract as the reference; same loss (upstream
-``RFLOW.training_losses``), same AdamW update (torch's, written out: see ``AdamWUpdate``), same global-norm
+Same class name, constructor arguments and ``step(batch, noise)`` contract as the reference; same losses (upstream
+``RFLOW.training_losses``; with ``objective="iddpm"`` the hybrid loss of ``IDDPM.training_losses`` through
+``ms_impl.schedulers.iddpm.IDDPMLoss``), same AdamW update (torch's, written out: see ``AdamWUpdate``), same global-norm
 clipping, LinearWarmupLR and EMA rule (``opensora_dual.training``). What the port adds:
 
 - graphs: the forward + backward of a micro-batch is one ``ms.jit`` graph per input signature (shapes, dtypes,
@@ -25,6 +27,11 @@ clipping, LinearWarmupLR and EMA rule (``opensora_dual.training``). What the por
   gradients summed, one update;
 - divergence: a NaN/Inf loss (or a non-finite gradient without loss scaling) raises
   ``TrainingDivergedError`` naming the step, before anything is updated.
+
+Model arguments: a graph has one fixed positional signature, so the loss cells take the model's arguments after
+``y`` positionally, in the order of the model's ``construct`` (resolved once at construction with
+``ms_impl.schedulers.iddpm.model_argument_names``): STDiT (mask), STDiT2 (mask, x_mask, num_frames, height,
+width, ar, fps), STDiT3 (mask, x_mask, fps, height, width); trailing Nones are dropped (the model's defaults).
 """
 from typing import Dict, Optional
 
@@ -32,24 +39,38 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 
+from ms_impl.schedulers.iddpm import IDDPM, IDDPMLoss, model_argument_names
+from opensora_dual.training.iddpm import integer_timesteps, objective_settings
 from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
                                           linear_warmup_lr, split_batch)
 
 F32 = ms.float32
+# batch entries a model may take after y, with their dtype (x_mask comes from the noise; "ar": STDiT2)
+MODEL_INPUTS = {"mask": np.int32, "fps": np.float32, "height": np.float32, "width": np.float32,
+                "num_frames": np.float32, "ar": np.float32}
+
+
+def model_tail_names(model):
+    """The model's ``construct`` arguments after (x, timestep, y), in order."""
+    names = model_argument_names(model)
+    if not names or names[0] != "y":
+        raise ValueError(f"{type(model).__name__}.construct must take (x, timestep, y, ...), got {names}")
+    return names[1:]
 
 
 class RFlowLoss(nn.Cell):
     """Upstream's ``training_losses(...)["loss"].mean()`` (fp32), same arithmetic as the reference's
-    ``rflow_training_loss``. Inputs: x0, noise [B, C, T, H, W]; t, timepoints (1 - t/1000) [B]; y
-    [B, 1, L, Cc]; drop_ids [B] int (1 = null caption via the model's ``token_drop``); mask [B, L] text mask or
-    None; x_mask [B, T] bool or None; fps, height, width [B]."""
+    ``rflow_training_loss``. Inputs: x0, noise [B, C, T, H, W]; t, timepoints (1 - t/1000) [B]; drop_ids [B]
+    int (1 = null caption via the model's ``token_drop``) or None; x_mask [B, T] bool or None (the loss's frame
+    mask); y [B, 1, L, Cc]; ``model_tail``: the model's arguments after y in its ``construct`` order
+    (``model_tail_names``; x_mask among them for the models that take it)."""
 
     def __init__(self, model):
         super().__init__(auto_prefix=False)  # keep the model's parameter names
         self.model = model
         self.out_c = model.in_channels
 
-    def construct(self, x0, noise, t, timepoints, y, drop_ids, mask, x_mask, fps, height, width):
+    def construct(self, x0, noise, t, timepoints, drop_ids, x_mask, y, *model_tail):
         B, C, T = x0.shape[0], x0.shape[1], x0.shape[2]
         tp = timepoints.reshape(B, 1, 1, 1, 1)
         x_t = tp * x0 + (1 - tp) * noise
@@ -57,7 +78,7 @@ class RFlowLoss(nn.Cell):
             x_t = mint.where(x_mask.reshape(B, 1, T, 1, 1), x_t, x0)
         if drop_ids is not None:
             y = self.model.y_embedder.token_drop(y, drop_ids)
-        out = self.model(x_t, t, y, mask, x_mask, fps, height, width)
+        out = self.model(x_t, t, y, *model_tail)
         pred = out[:, :self.out_c].astype(F32)
         d = pred - (x0 - noise)
         err = d * d
@@ -69,6 +90,23 @@ class RFlowLoss(nn.Cell):
             denom = m.sum(axis=1) * err.shape[-1]
             per_sample = (err * m.reshape(B, T, 1)).sum(axis=1).sum(axis=1) / denom
         return per_sample.mean()
+
+
+class IDDPMTrainLoss(nn.Cell):
+    """Upstream's IDDPM ``training_losses(...)["loss"].mean()`` (v1.0 / v1.1 hybrid loss), same inputs as
+    ``RFlowLoss``: t is int32 [B] (indices of the unrespaced ``schedule``), ``timepoints`` is unused (None);
+    x_mask [B, T] is the v1.1 frame mask (mask-False frames: q_sample(x0, 0, noise), no loss). The caption
+    dropout goes through the model's ``token_drop``; the loss itself is ``ms_impl.schedulers.iddpm.IDDPMLoss``."""
+
+    def __init__(self, model, schedule):
+        super().__init__(auto_prefix=False)
+        self.hybrid = IDDPMLoss(model, schedule)
+
+    def construct(self, x0, noise, t, timepoints, drop_ids, x_mask, y, *model_tail):
+        if drop_ids is not None:
+            y = self.hybrid.model.y_embedder.token_drop(y, drop_ids)
+        loss, _, _ = self.hybrid(x0, noise, t, x_mask, y, *model_tail)
+        return loss.mean()
 
 
 class AdamWUpdate(nn.Cell):
@@ -210,7 +248,7 @@ class TrainStep:
     scale; 1.0 or False: off), ``init_loss_scale`` (2**16), ``scale_factor`` (2), ``scale_window`` (1000),
     ``jit`` (True: the forward+backward is a graph; False: PyNative), ``jit_update`` (the norm, accumulation
     and AdamW/EMA update as graphs; default = ``jit``), ``seed`` (generator for noise drawn when ``step``
-    gets none).
+    gets none). ``objective`` / ``objective_kwargs``: as the reference's ("rflow" or "iddpm").
 
     Counters: ``global_step`` (completed ``step`` calls), ``update_count`` (updates applied: the lr schedule
     position and Adam's step), ``skipped_steps`` (overflow steps). State: ``parameters()``, ``ema_state()``,
@@ -221,10 +259,13 @@ class TrainStep:
     def __init__(self, model, lr, weight_decay=0.0, eps=1e-15, betas=(0.9, 0.999), grad_clip=1.0, warmup_steps=0,
                  ema_decay=0.99, grad_accum=1, recompute=False, *, compute_dtype=None, loss_scale=None,
                  init_loss_scale=2.0 ** 16, scale_factor=2.0, scale_window=1000, jit=True, jit_update=None,
-                 seed=0):
+                 seed=0, objective="rflow", objective_kwargs=None):
         if grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         self.model = model
+        self.objective = objective
+        iddpm_kwargs = objective_settings(objective, objective_kwargs)
+        self.model_tail = model_tail_names(model)
         self.base_lr, self.weight_decay, self.eps, self.betas = lr, weight_decay, eps, tuple(betas)
         self.grad_clip, self.warmup_steps = grad_clip, warmup_steps
         self.ema_decay, self.grad_accum, self.jit = ema_decay, grad_accum, jit
@@ -255,17 +296,22 @@ class TrainStep:
             self.scaler = DynamicLossScale(float(loss_scale), 1.0, 2 ** 62)
         self.params = model.trainable_params()
         self.names = [p.name for p in self.params]
-        self.loss_cell = RFlowLoss(model)
+        if objective == "iddpm":
+            self.diffusion = IDDPM(graph=False, **iddpm_kwargs)
+            self.loss_cell = IDDPMTrainLoss(model, self.diffusion.schedule)
+        else:
+            self.diffusion = None
+            self.loss_cell = RFlowLoss(model)
         self.updater = AdamWUpdate(self.params, self.betas, eps, weight_decay, ema_decay)
 
-        def objective(x0, noise, t, tp, y, drop_ids, mask, x_mask, fps, height, width, loss_weight):
-            loss = self.loss_cell(x0, noise, t, tp, y, drop_ids, mask, x_mask, fps, height, width)
+        def loss_fn(loss_weight, x0, noise, t, tp, drop_ids, x_mask, y, *tail):
+            loss = self.loss_cell(x0, noise, t, tp, drop_ids, x_mask, y, *tail)
             return loss * loss_weight, loss
 
-        grad_fn = ms.value_and_grad(objective, None, self.params, has_aux=True)
+        grad_fn = ms.value_and_grad(loss_fn, None, self.params, has_aux=True)
 
-        def micro_step(x0, noise, t, tp, y, drop_ids, mask, x_mask, fps, height, width, loss_weight, inv_scale):
-            (_, loss), grads = grad_fn(x0, noise, t, tp, y, drop_ids, mask, x_mask, fps, height, width, loss_weight)
+        def micro_step(loss_weight, inv_scale, x0, noise, t, tp, drop_ids, x_mask, y, *tail):
+            (_, loss), grads = grad_fn(loss_weight, x0, noise, t, tp, drop_ids, x_mask, y, *tail)
             return loss, tuple(g * inv_scale for g in grads)
 
         self._micro_step = micro_step
@@ -275,7 +321,8 @@ class TrainStep:
         # The cache is dropped when a parameter's data was replaced since (``_fingerprint``).
         self._cache = model.__dict__.setdefault("_train_step_graphs", {"fingerprint": None, "graphs": {}})
         self._model_params = list(model.get_parameters())
-        self._graph_key = (tuple(id(p) for p in self.params), str(self.compute_dtype), self.recompute)
+        self._graph_key = (tuple(id(p) for p in self.params), str(self.compute_dtype), self.recompute, objective,
+                           tuple(sorted(iddpm_kwargs.items())))
         self.jit_update = jit if jit_update is None else jit_update
         if self.jit_update:
             self._norm, self._accumulate = ms.jit(_global_norm), ms.jit(_accumulate)
@@ -364,11 +411,20 @@ class TrainStep:
 
     # ---- the step --------------------------------------------------------------------------------------
     def _inputs(self, batch, noise: TrainBatchNoise):
-        return (_ms(batch["x0"], np.float32), _ms(noise.noise, np.float32), _ms(noise.t, np.float32),
-                _ms(noise.timepoints(), np.float32), _ms(batch["y"], np.float32),
-                _ms(noise.drop_ids, np.int32), _ms(batch.get("mask"), np.int32), _ms(noise.x_mask, np.bool_),
-                _ms(batch.get("fps"), np.float32), _ms(batch.get("height"), np.float32),
-                _ms(batch.get("width"), np.float32))
+        """(x0, noise, t, timepoints, drop_ids, x_mask, y, *model tail) as tensors (see ``RFlowLoss``)."""
+        if noise.x_mask is not None and "x_mask" not in self.model_tail:
+            raise ValueError(f"{type(self.model).__name__} takes no x_mask: it cannot train with frame masks")
+        x_mask = _ms(noise.x_mask, np.bool_)
+        if self.objective == "iddpm":
+            t, tp = _ms(integer_timesteps(noise), np.int32), None
+        else:
+            t, tp = _ms(noise.t, np.float32), _ms(noise.timepoints(), np.float32)
+        tail = [x_mask if n == "x_mask" else _ms(batch.get(n), MODEL_INPUTS[n]) if n in MODEL_INPUTS else None
+                for n in self.model_tail]
+        while tail and tail[-1] is None:
+            tail.pop()
+        return (_ms(batch["x0"], np.float32), _ms(noise.noise, np.float32), t, tp, _ms(noise.drop_ids, np.int32),
+                x_mask, _ms(batch["y"], np.float32), *tail)
 
     def load_weights(self, tensors, strict=True):
         """``load_weights_inplace`` on the model (graphs stay valid). The optimizer state and the EMA are kept:
@@ -397,7 +453,7 @@ class TrainStep:
         """One optimizer step on ``batch`` (dict of numpy: x0, y, mask, fps, height, width, num_frames) with the
         pre-drawn randoms ``noise`` -> dict(loss, grad_norm, lr, skipped, loss_scale) (+ grads)."""
         if noise is None:
-            noise = default_noise(batch, self.rng, self.caption_drop_prob)
+            noise = default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
         k = self.grad_accum
         lr = self.lr_at(self.update_count)
         scale = self.loss_scale
@@ -405,7 +461,7 @@ class TrainStep:
         acc, losses = None, []
         for i, (mb, mn) in enumerate(zip(split_batch(batch, k), noise.split(k))):
             args = self._inputs(mb, mn)
-            loss, grads = self._graph(args)(*args, loss_weight, inv_scale)
+            loss, grads = self._graph(args)(loss_weight, inv_scale, *args)
             if self.grad_reducer is not None:
                 loss, grads = self.grad_reducer(loss, grads)
             value = float(loss.asnumpy())

@@ -273,9 +273,14 @@ def split_batch(batch: Mapping[str, object], k: int) -> List[Dict[str, object]]:
 
 
 def default_noise(batch: Mapping[str, object], rng: np.random.Generator, caption_drop_prob: float = 0.1,
-                  **kw) -> TrainBatchNoise:
-    """``TrainBatchNoise.draw`` for a batch dict (x0, height, width, num_frames) with the v1.2 defaults."""
+                  objective: str = "rflow", **kw) -> TrainBatchNoise:
+    """``TrainBatchNoise.draw`` for a batch dict (x0, height, width, num_frames) with the v1.2 defaults; for the
+    "iddpm" objective ``opensora_dual.training.iddpm_noise`` (uniform integer t, no frame mask)."""
     x0 = np.asarray(batch["x0"])
+    if objective == "iddpm":
+        from opensora_dual.training.iddpm import iddpm_noise
+
+        return iddpm_noise(rng, x0.shape, caption_drop_prob=caption_drop_prob, **kw)
     return TrainBatchNoise.draw(rng, x0.shape, batch.get("height"), batch.get("width"), batch.get("num_frames"),
                                 caption_drop_prob=caption_drop_prob, **kw)
 

@@ -1,23 +1,38 @@
-"""One Open-Sora 1.2 training step (rectified flow), the reference. Mirrors ``v1.2.0:scripts/train.py``'s inner
-loop and ``opensora/schedulers/rf/__init__.py::RFLOW.training_losses``:
+"""One Open-Sora training step, the reference: rectified flow (1.2, the default) or IDDPM (1.0 / 1.1).
+Mirrors ``v1.2.0:scripts/train.py``'s inner loop and ``opensora/schedulers/rf/__init__.py::RFLOW.training_losses``:
 
     x_t = (1 - t/1000) x0 + (t/1000) noise      (frames with x_mask False: x0 exactly)
     loss = mean over the batch of [ sum over x_mask-True frames of (v_pred - (x0 - noise))^2
                                     / (mask.sum(1) * C * H * W) ]     (no mask: plain MSE)
     AdamW (eps 1e-15) -> global-norm clipping (1.0) -> LinearWarmupLR -> EMA (fp32 copy, decay 0.99)
 
-Every random number (t, noise, caption drop, frame masks) comes from ``opensora_dual.training.TrainBatchNoise``,
-drawn in numpy, so the MindSpore port (``ms_impl.training``) can be fed the same numbers.
+With ``objective="iddpm"`` the loss is upstream's hybrid loss (``v1.0.0`` / ``v1.1.0``
+``IDDPM.training_losses(...)["loss"].mean()``: MSE on eps + the variational bound in bits; t integer in
+[0, 1000); v1.1 frame masks: mask-False frames get q_sample(x0, 0, noise) and no loss), computed by
+``pt_reference.schedulers.iddpm.IDDPM`` (unrespaced). Everything else is shared by both objectives.
+
+Every random number (t, noise, caption drop, frame masks) comes from ``opensora_dual.training.TrainBatchNoise``
+(IDDPM: ``iddpm_noise``), drawn in numpy, so the MindSpore port (``ms_impl.training``) can be fed the same numbers.
+
+The model call works for the three families: the keyword arguments the model's ``forward`` takes are resolved
+once (STDiT: y, mask; STDiT2: y, mask, x_mask, num_frames, height, width, ar, fps; STDiT3: y, mask, x_mask, fps,
+height, width) and only those are passed.
 """
 import copy
+import inspect
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 import torch.utils.checkpoint
 
+from opensora_dual.training.iddpm import integer_timesteps, objective_settings
 from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
                                           linear_warmup_lr, split_batch)
+
+# batch entries a model may take, with their dtype ("ar": STDiT2's aspect ratio; x_mask comes from the noise)
+MODEL_INPUTS = {"y": torch.float32, "mask": None, "fps": torch.float32, "height": torch.float32,
+                "width": torch.float32, "num_frames": torch.float32, "ar": torch.float32}
 
 
 def rflow_training_loss(model, x0, noise, t, timepoints, model_kwargs, x_mask=None, drop_ids=None):
@@ -60,12 +75,38 @@ def update_ema(ema_model, model, decay):
         ema_params[name].mul_(decay).add_(param.data.float(), alpha=1 - decay)
 
 
+def model_input_names(model):
+    """The keyword arguments of ``model.forward`` after (x, timestep), in order (up to *args/**kwargs)."""
+    names = []
+    for i, p in enumerate(inspect.signature(model.forward).parameters.values()):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            break
+        if i >= 2:
+            names.append(p.name)
+    return names
+
+
+def iddpm_training_loss(diffusion, model, x0, noise, t, model_kwargs, x_mask=None, drop_ids=None):
+    """Upstream's ``IDDPM.training_losses(model, x0, t, model_args, mask=x_mask)["loss"].mean()`` with the
+    caption dropout decided outside (``drop_ids``, through the model's ``token_drop``); ``t`` int64 [B];
+    ``x_mask`` [B, T] bool goes to the loss as the frame mask and to the model as its ``x_mask`` (v1.1)."""
+    model_kwargs = dict(model_kwargs)
+    if x_mask is not None:
+        model_kwargs["x_mask"] = x_mask
+    if drop_ids is not None:
+        model_kwargs["y"] = model.y_embedder.token_drop(model_kwargs["y"], drop_ids)
+    out = diffusion.training_losses(model, x0, model_kwargs=model_kwargs, noise=noise, t=t, mask=x_mask)
+    return out["loss"].mean()
+
+
 def _blocks(model):
-    return list(model.spatial_blocks) + list(model.temporal_blocks)
+    if hasattr(model, "blocks"):   # STDiT / STDiT2: one list of spatial-temporal blocks
+        return list(model.blocks)
+    return list(getattr(model, "spatial_blocks", [])) + list(getattr(model, "temporal_blocks", []))
 
 
 def set_grad_checkpointing(model, enabled=True):
-    """Recompute every STDiT3 block in the backward pass (upstream ``auto_grad_checkpoint``:
+    """Recompute every block (STDiT, STDiT2, STDiT3) in the backward pass (upstream ``auto_grad_checkpoint``:
     ``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)``). Done by an instance-level
     ``forward`` on each block, so the model code and the state-dict keys are untouched."""
     for block in _blocks(model):
@@ -93,20 +134,32 @@ class TrainStep:
 
     ``step(batch, noise=None)``: ``batch`` is a dict of numpy arrays -- ``x0`` [B, C, T, H, W] latents, ``y``
     [B, 1, L, caption_channels], ``mask`` [B, L] text mask (optional), ``fps``, ``height``, ``width``,
-    ``num_frames`` [B] (pixels); ``noise`` a ``TrainBatchNoise`` (None: drawn from this step's generator with
-    the v1.2 defaults). Returns ``dict(loss, grad_norm, lr, skipped)`` (``grads`` too with keep_grads=True:
+    ``num_frames`` [B] (pixels), ``ar`` [B] (STDiT2); ``noise`` a ``TrainBatchNoise`` (None: drawn from this
+    step's generator with the v1.2 defaults, or ``iddpm_noise``'s). Only the entries the model's ``forward``
+    takes are passed to it. Returns ``dict(loss, grad_norm, lr, skipped)`` (``grads`` too with keep_grads=True:
     the accumulated, unclipped gradient of every trainable parameter).
 
     Caption dropout: the step owns it. ``model.y_embedder.uncond_prob`` is read once (``caption_drop_prob``,
     used for drawn noise) and set to 0 so the model never draws its own; the drop ids of ``noise`` are applied
     with the model's ``token_drop``.
+
+    Objective: ``objective="rflow"`` (default) or ``"iddpm"`` with ``objective_kwargs`` (the IDDPM constructor's
+    training arguments, e.g. ``version`` "v1.0"/"v1.1"; ``opensora_dual.training.objective_settings``).
     """
 
     def __init__(self, model, lr, weight_decay=0.0, eps=1e-15, betas=(0.9, 0.999), grad_clip=1.0, warmup_steps=0,
-                 ema_decay=0.99, grad_accum=1, recompute=False, seed=0):
+                 ema_decay=0.99, grad_accum=1, recompute=False, seed=0, objective="rflow", objective_kwargs=None):
         if grad_accum < 1:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         self.model = model
+        self.objective = objective
+        iddpm_kwargs = objective_settings(objective, objective_kwargs)
+        self.diffusion = None
+        if objective == "iddpm":
+            from pt_reference.schedulers.iddpm import IDDPM
+
+            self.diffusion = IDDPM(**iddpm_kwargs)
+        self.model_inputs = model_input_names(model)
         self.base_lr, self.weight_decay, self.eps, self.betas = lr, weight_decay, eps, tuple(betas)
         self.grad_clip, self.warmup_steps = grad_clip, warmup_steps
         self.ema_decay, self.grad_accum, self.recompute = ema_decay, grad_accum, recompute
@@ -197,16 +250,19 @@ class TrainStep:
     # ---- the step --------------------------------------------------------------------------------------
     def loss(self, batch, noise: TrainBatchNoise):
         """The fp32 loss of one (micro-)batch; differentiable."""
-        kwargs = dict(y=_t(batch["y"], torch.float32), mask=_t(batch.get("mask")),
-                      fps=_t(batch.get("fps"), torch.float32), height=_t(batch.get("height"), torch.float32),
-                      width=_t(batch.get("width"), torch.float32))
-        return rflow_training_loss(self.model, _t(batch["x0"], torch.float32), _t(noise.noise),
-                                   _t(noise.t), _t(noise.timepoints()), kwargs, x_mask=_t(noise.x_mask),
-                                   drop_ids=_t(noise.drop_ids.astype(np.int64)))
+        kwargs = {k: _t(batch.get(k), MODEL_INPUTS[k]) for k in self.model_inputs if k in MODEL_INPUTS}
+        if noise.x_mask is not None and "x_mask" not in self.model_inputs:
+            raise ValueError(f"{type(self.model).__name__} takes no x_mask: it cannot train with frame masks")
+        x0, x_mask, drop_ids = _t(batch["x0"], torch.float32), _t(noise.x_mask), _t(noise.drop_ids.astype(np.int64))
+        if self.objective == "iddpm":
+            return iddpm_training_loss(self.diffusion, self.model, x0, _t(noise.noise),
+                                       _t(integer_timesteps(noise)), kwargs, x_mask=x_mask, drop_ids=drop_ids)
+        return rflow_training_loss(self.model, x0, _t(noise.noise), _t(noise.t), _t(noise.timepoints()), kwargs,
+                                   x_mask=x_mask, drop_ids=drop_ids)
 
     def step(self, batch, noise: Optional[TrainBatchNoise] = None, keep_grads=False) -> dict:
         if noise is None:
-            noise = default_noise(batch, self.rng, self.caption_drop_prob)
+            noise = default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
         k = self.grad_accum
         micro_batches, micro_noises = split_batch(batch, k), noise.split(k)
         lr = self.lr_at(self.update_count)
