@@ -11,6 +11,7 @@ model's own tables. PixArt-alpha initialisation (``--init-from pixart``) uses th
 ``y_embedding`` is resized, and the temporal attentions (``attn_temp.*``) are initialised fresh.
 """
 from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.families.stdit3 import caption_mask
 
 # STDiT constructor arguments (upstream v1.0 defaults) that a config.json carries. ``dtype`` is left out:
 # it is a runtime choice (the weights' dtype), not part of the architecture.
@@ -58,9 +59,7 @@ def example_inputs(kwargs: dict, rng, batch=2, text_mask=True, text_len=None, ma
         y=rng.standard_normal((batch, 1, L, cfg["caption_channels"])).astype(np.float32),
     )
     if text_mask:
-        mb = mask_batch or batch
-        lens = [max(1, L - 3 * i - 1) for i in range(mb)]
-        inputs["mask"] = (np.arange(L)[None, :] < np.array(lens)[:, None]).astype(np.int64)
+        inputs["mask"] = caption_mask(L, mask_batch or batch)
     return inputs
 
 

@@ -1,6 +1,7 @@
 """STDiT2 (Open-Sora 1.1), ``v1.1.0:opensora/models/stdit/stdit2.py``; releases
 ``hpcai-tech/OpenSora-STDiT-v2-stage2`` and ``-stage3`` (config.json + model.safetensors, ``model_type`` "STDiT2")."""
 from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.families.stdit3 import caption_mask, first_frame_conditioned
 
 # upstream STDiT2Config's fields and ITS defaults: what Hugging Face's from_pretrained uses for a key the
 # config.json lacks (note input_sq_size 32, model_max_length 120, qk_norm/qk_norm_legacy off).
@@ -76,13 +77,9 @@ def example_inputs(kwargs: dict, rng, batch=2, frames=3, height=5, width=7, text
         num_frames=n_frames, height=h_px, width=w_px, ar=(h_px / w_px).astype(np.float32), fps=fps,
     )
     if text_mask:
-        mb = mask_batch or batch
-        lens = [max(1, L - 3 * i - 1) for i in range(mb)]  # every sample a different number of valid tokens
-        inputs["mask"] = (np.arange(L)[None, :] < np.array(lens)[:, None]).astype(np.int64)
+        inputs["mask"] = caption_mask(L, mask_batch or batch)
     if x_mask:
-        xm = np.ones((batch, frames), bool)
-        xm[0, 0] = False
-        inputs["x_mask"] = xm
+        inputs["x_mask"] = first_frame_conditioned(batch, frames)
     return inputs
 
 

@@ -30,6 +30,24 @@ def config_to_json(kwargs: dict) -> dict:
     return cfg
 
 
+def caption_mask(length: int, batch: int):
+    """A text mask [batch, length] with a different number of valid tokens per sample (the DiT families'
+    example inputs)."""
+    import numpy as np
+
+    lens = [max(1, length - 3 * i - 1) for i in range(batch)]
+    return (np.arange(length)[None, :] < np.array(lens)[:, None]).astype(np.int64)
+
+
+def first_frame_conditioned(batch: int, frames: int):
+    """An x_mask [batch, frames] whose first sample's first frame is a conditioning frame (False)."""
+    import numpy as np
+
+    xm = np.ones((batch, frames), bool)
+    xm[0, 0] = False
+    return xm
+
+
 def example_inputs(kwargs: dict, rng, batch=2, frames=3, height=5, width=7, text_mask=True, x_mask=True,
                    text_len=None, mask_batch=None):
     """Forward inputs for either twin, as numpy: a latent video of ``frames x height x width`` (odd sizes
@@ -48,13 +66,9 @@ def example_inputs(kwargs: dict, rng, batch=2, frames=3, height=5, width=7, text
         width=np.full((batch,), width * 8.0, np.float32),
     )
     if text_mask:
-        mb = mask_batch or batch
-        lens = [max(1, L - 3 * i - 1) for i in range(mb)]  # every sample a different number of valid tokens
-        inputs["mask"] = (np.arange(L)[None, :] < np.array(lens)[:, None]).astype(np.int64)
+        inputs["mask"] = caption_mask(L, mask_batch or batch)
     if x_mask:
-        xm = np.ones((batch, frames), bool)
-        xm[0, 0] = False
-        inputs["x_mask"] = xm
+        inputs["x_mask"] = first_frame_conditioned(batch, frames)
     return inputs
 
 

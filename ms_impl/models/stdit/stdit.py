@@ -149,18 +149,8 @@ class STDiT(nn.Cell):
     # ---- switches (STDiT3's, where they apply unchanged) ---------------------------------------------
     set_attention_backend = STDiT3.set_attention_backend
     set_patchify_linear = STDiT3.set_patchify_linear
-
-    def set_recompute(self, enabled=True):
-        """Recompute each block's activations in the backward pass (one-way, as STDiT3's switch)."""
-        if enabled == self._recompute:
-            return self
-        if not enabled:
-            raise ValueError("recompute cannot be switched off once set (MindSpore Cell.recompute is one-way); "
-                             "build a new model")
-        for block in self.blocks:
-            block.recompute()
-        self._recompute = True
-        return self
+    set_recompute = STDiT3.set_recompute
+    recompute_blocks = STDiT3.recompute_blocks   # one-way (MindSpore Cell.recompute), every block
 
     @classmethod
     def from_pretrained(cls, path, **overrides):

@@ -150,19 +150,8 @@ class STDiT2(nn.Cell):
     # ---- switches (STDiT3's) ----------------------------------------------------------------------------
     set_attention_backend = STDiT3.set_attention_backend
     set_patchify_linear = STDiT3.set_patchify_linear
-
-    def set_recompute(self, enabled=True):
-        """Recompute each block's activations in the backward pass (MindSpore ``Cell.recompute``); one-way,
-        as for STDiT3: switching it off on a model that has it raises."""
-        if enabled == self._recompute:
-            return self
-        if not enabled:
-            raise ValueError("recompute cannot be switched off once set (MindSpore Cell.recompute is one-way); "
-                             "build a new model")
-        for block in self.blocks:
-            block.recompute()
-        self._recompute = True
-        return self
+    set_recompute = STDiT3.set_recompute
+    recompute_blocks = STDiT3.recompute_blocks   # one-way (MindSpore Cell.recompute), every block
 
     @classmethod
     def from_pretrained(cls, path, **overrides):

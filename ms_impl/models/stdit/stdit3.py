@@ -141,10 +141,16 @@ class STDiT3(nn.Cell):
         if not enabled:
             raise ValueError("recompute cannot be switched off once set (MindSpore Cell.recompute is one-way); "
                              "build a new model")
-        for block in list(self.spatial_blocks) + list(self.temporal_blocks):
+        for block in self.recompute_blocks():
             block.recompute()
         self._recompute = True
         return self
+
+    def recompute_blocks(self):
+        """The cells ``set_recompute`` wraps (STDiT / STDiT2, which share ``set_recompute``, have ``blocks``)."""
+        if hasattr(self, "blocks"):
+            return list(self.blocks)
+        return list(self.spatial_blocks) + list(self.temporal_blocks)
 
     def set_sequence_parallel(self, size=None, rank=None):
         """Split the spatial tokens over the ranks of the (msrun) job, as upstream v1.2 does: spatial
