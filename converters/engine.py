@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+import numpy as np
+
 from converters import dtypes, rules
 from converters.errors import ConversionError
 from converters.rules import Dropped, Item
@@ -51,22 +53,12 @@ def make_plan(metas, spec, dialect, derived=()) -> Plan:
     ``DropMisshaped`` rule); one that lacks them is fine (``plan.derived``, not missing)."""
     plan = Plan(dialect)
     for src, shape, dt in metas:
-        it = dialect.decode(src, shape, dt, spec)
-        if isinstance(it, Dropped):
-            plan.dropped.append((src, it.reason))
+        decoded = dialect.decode(src, shape, dt, spec)
+        if isinstance(decoded, Dropped):
+            plan.dropped.append((src, decoded.reason))
             continue
-        if it.name in plan.mapping:
-            plan.duplicates.append((plan.mapping[it.name][0], src, it.name))
-            continue
-        if it.name not in spec:
-            plan.unexpected.append(src if src == it.name else f"{src} (as {it.name})")
-            continue
-        plan.mapping[it.name] = (src, it)
-        ps = spec.params[it.name]
-        if tuple(it.shape) != tuple(ps.shape):
-            plan.misshaped.append((it.name, tuple(it.shape), tuple(ps.shape)))
-        if dtypes.kind(dt) != dtypes.kind(ps.dtype):
-            plan.wrong_dtype.append((it.name, dt, ps.dtype))
+        for it in (decoded if isinstance(decoded, list) else [decoded]):   # a list: a split fused tensor
+            _plan_item(plan, src, it, dt, spec)
     missing = [k for k in spec.params if k not in plan.mapping]
     derived = set(derived or ())
     plan.derived = [k for k in missing if k in derived]
@@ -74,13 +66,33 @@ def make_plan(metas, spec, dialect, derived=()) -> Plan:
     return plan
 
 
+def _plan_item(plan, src, it, dt, spec):
+    """Record one decoded item (a source key, or one part of a split fused source key) in ``plan``."""
+    if it.name in plan.mapping:
+        plan.duplicates.append((plan.mapping[it.name][0], src, it.name))
+        return
+    if it.name not in spec:
+        plan.unexpected.append(src if src == it.name else f"{src} (as {it.name})")
+        return
+    plan.mapping[it.name] = (src, it)
+    ps = spec.params[it.name]
+    if tuple(it.shape) != tuple(ps.shape):
+        plan.misshaped.append((it.name, tuple(it.shape), tuple(ps.shape)))
+    if dtypes.kind(dt) != dtypes.kind(ps.dtype):
+        plan.wrong_dtype.append((it.name, dt, ps.dtype))
+
+
 def choose_plan(metas, spec, hooks, dialect=None) -> Plan:
     """A named dialect, or ``None``/"auto": the candidate (ours, mindone) that maps the most keys."""
     metas = list(metas)
     derived = tuple((hooks or {}).get("derived") or ())
+    family_dialects = dict((hooks or {}).get("dialects") or {})   # a family's own dialects (name -> f(hooks))
     if dialect and dialect != "auto":
+        if dialect in family_dialects:
+            return make_plan(metas, spec, family_dialects[dialect](hooks), derived)
         if dialect not in rules.DIALECTS:
-            raise ConversionError(f"unknown source dialect {dialect!r}; known: {sorted(rules.DIALECTS)}")
+            raise ConversionError(f"unknown source dialect {dialect!r}; known: "
+                                  f"{sorted(rules.DIALECTS) + sorted(family_dialects)}")
         return make_plan(metas, spec, rules.DIALECTS[dialect](hooks), derived)
     best = None
     for name in ("ours", "mindone"):
@@ -102,3 +114,54 @@ def problem_message(src_desc, origin, problems, hint=""):
     if hint:
         lines.append(hint)
     return "\n".join(lines)
+
+
+class ConcatRowsView:
+    """A read-only source that presents groups of source tensors concatenated along their first axis as one
+    fused tensor (``q_proj``, ``k_proj``, ``v_proj`` -> ``qkv``), the many-to-one direction of ``SplitRows``.
+    ``source``: anything with ``keys()`` and ``read_raw(name)`` (a Checkpoint) or a dict of arrays;
+    ``groups``: {fused name: [part names in row order]}. Other keys pass through. Usable wherever a dict of
+    arrays is (``load_state_into``, ``verify``-style comparisons): ``keys()``, ``meta()``, ``read_raw()`` and
+    the mapping protocol. Each fused tensor is assembled when read (one group in memory at a time)."""
+
+    def __init__(self, source, groups):
+        self._src = source
+        self._groups = {k: list(v) for k, v in groups.items()}
+        used = [p for parts in self._groups.values() for p in parts]
+        src_keys = list(source.keys())
+        missing = [p for p in used if p not in src_keys]
+        if missing:
+            raise ConversionError(f"cannot fuse: the source has no {', '.join(missing[:5])}")
+        used = set(used)
+        self._keys = [k for k in src_keys if k not in used] + list(self._groups)
+
+    def _raw(self, k):
+        if hasattr(self._src, "read_raw"):
+            return self._src.read_raw(k)
+        return dtypes.to_raw(np.asarray(self._src[k]))
+
+    def keys(self):
+        return list(self._keys)
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def read_raw(self, k):
+        if k not in self._groups:
+            return self._raw(k)
+        parts = [self._raw(p) for p in self._groups[k]]
+        dts = {dt for _, dt in parts}
+        if len(dts) != 1:
+            raise ConversionError(f"cannot fuse {k}: its parts have different dtypes {sorted(dts)}")
+        return np.concatenate([a for a, _ in parts], axis=0), parts[0][1]
+
+    def meta(self, k):
+        raw, dt = self.read_raw(k)
+        return tuple(raw.shape), dt
+
+    def __getitem__(self, k):
+        raw, dt = self.read_raw(k)
+        return dtypes.to_numpy(raw, dt)

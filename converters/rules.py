@@ -293,11 +293,24 @@ class Dialect:
     description: str = ""
 
     def decode(self, name, shape, dtype, spec):
-        item = Item(name, tuple(shape), dtype)
-        for r in self.rules:
-            item = r.decode(item, spec)
+        """One source key -> an Item (our name), a Dropped, or -- when a rule splits a fused tensor
+        (``SplitRows``) -- a list of Items, each carried through the remaining rules."""
+        return self._decode_from(Item(name, tuple(shape), dtype), 0, spec)
+
+    def _decode_from(self, item, start, spec):
+        for i in range(start, len(self.rules)):
+            item = self.rules[i].decode(item, spec)
             if isinstance(item, Dropped):
                 return item
+            if isinstance(item, list):   # one-to-many: the rest of the chain runs on each part
+                out = []
+                for part in item:
+                    d = self._decode_from(part, i + 1, spec)
+                    if isinstance(d, list):
+                        out.extend(d)
+                    elif not isinstance(d, Dropped):
+                        out.append(d)
+                return out
         return item
 
     def encode(self, name, shape, dtype, spec):
@@ -309,6 +322,132 @@ class Dialect:
     @property
     def invertible(self):
         return all(r.invertible for r in self.rules)
+
+
+def _rows_op(start, stop, label):
+    def fn(a, start=start, stop=stop):
+        return np.ascontiguousarray(a[start:stop])
+
+    return label, fn
+
+
+class SplitRows(Rule):
+    """decode (one-to-many): a fused source tensor whose rows stack several of our tensors -- BFL Flux's
+    ``img_attn.qkv`` [3C, C] -> ``q_proj``/``k_proj``/``v_proj``, ``linear1`` [3C + M, C] -> ``q_proj``/``k_proj``/
+    ``v_mlp`` -- is cut into them, when the target model has the parts and not the fused name. Row counts come
+    from the target spec. ``pattern`` matches the source name; ``parts`` are ``re.sub`` replacements giving
+    our names, in row order. encode leaves our names alone (re-fusing needs several source tensors:
+    ``converters.engine.ConcatRowsView``), and decode never fires on our own names."""
+
+    invertible = True
+
+    def __init__(self, pattern, parts):
+        self.pattern, self.parts = re.compile(pattern), tuple(parts)
+
+    def decode(self, item, spec):
+        m = self.pattern.fullmatch(item.name)
+        if m is None or item.name in spec:
+            return item
+        names = [m.expand(p) for p in self.parts]
+        specs = [spec.params.get(n) for n in names]
+        if any(p is None for p in specs) or any(tuple(p.shape[1:]) != tuple(item.shape[1:]) for p in specs):
+            return item
+        if sum(p.shape[0] for p in specs) != item.shape[0]:
+            return item   # left as is: the plan reports it (unexpected / missing)
+        out, start = [], 0
+        for n, p in zip(names, specs):
+            stop = start + p.shape[0]
+            label, fn = _rows_op(start, stop, f"rows {start}:{stop} of {item.name} {list(item.shape)}")
+            out.append(Item(n, tuple(p.shape), item.dtype, item.ops + [(label, fn)]))
+            start = stop
+        return out
+
+    def describe(self):
+        return f"split {self.pattern.pattern} into {list(self.parts)} (by the model's row counts)"
+
+
+def rope_pair_index(head_dim, to):
+    """The head-dim permutation between the two RoPE pairings (upstream ``math.rearrange_tensor`` and its
+    reverse): ``to="liger"``: new[d] = old[2d], new[D/2 + d] = old[2d + 1] (Flux's adjacent pairs (2d, 2d+1)
+    become rotate-half pairs (d, d + D/2)); ``to="adjacent"``: the inverse."""
+    D = head_dim
+    if D % 2:
+        raise ValueError(f"head_dim {D} must be even")
+    liger = np.concatenate([np.arange(0, D, 2), np.arange(1, D, 2)])
+    return liger if to == "liger" else np.argsort(liger)
+
+
+class RopePairing(Rule):
+    """decode: permute the head dims of q/k projections (weight rows, bias) and of the QK-norm scales from one
+    RoPE pairing to the other, so a checkpoint trained with Flux's adjacent pairs gives the same attention in a
+    model applying rotate-half (liger) RoPE (``to="liger"``), or the reverse (``to="adjacent"``). q.k and the
+    RMSNorm are invariant under one permutation applied to both q and k; v is untouched. Fused tensors
+    (``qkv``: q and k blocks; ``linear1``: its first 2C rows) are permuted in place. encode applies the inverse,
+    so decode(encode(x)) == x bit for bit (an index permutation)."""
+
+    invertible = True
+    ROW_PATTERNS = (r".*\.(q_proj|k_proj)\.(weight|bias)", )
+    FUSED = ((r".*_attn\.qkv\.(weight|bias)", 2), (r".*\.linear1\.(weight|bias)", 2))
+    SCALE_PATTERN = r".*\.norm\.(query_norm|key_norm)\.scale"
+
+    def __init__(self, to):
+        if to not in ("liger", "adjacent"):
+            raise ValueError("RopePairing(to=...) must be 'liger' or 'adjacent'")
+        self.to = to
+
+    @staticmethod
+    def _head_dim(spec):
+        for n, p in spec.params.items():
+            if n.endswith("query_norm.scale"):
+                return int(p.shape[0])
+        return None
+
+    def _op(self, item, spec, to):
+        D = self._head_dim(spec)
+        name = item.name
+        if D is None or name not in spec:
+            return item
+        if re.fullmatch(self.SCALE_PATTERN, name):
+            rows = None                     # a [D] scale: permute it
+        elif any(re.fullmatch(p, name) for p in self.ROW_PATTERNS):
+            rows = item.shape[0]            # every row: [H*D] -> permute D within each head
+        else:
+            rows = None
+            for pat, k in self.FUSED:
+                if re.fullmatch(pat, name):
+                    C = self._hidden(spec, name)
+                    if C is None:
+                        return item
+                    rows = k * C            # the q and k rows; v (and the MLP rows) untouched
+                    break
+            if rows is None:
+                return item
+        idx = rope_pair_index(D, to)
+
+        def fn(a, idx=idx, rows=rows, D=D):
+            if rows is None:
+                return np.ascontiguousarray(a[idx])
+            head = a[:rows].reshape((rows // D, D) + a.shape[1:])[:, idx].reshape((rows,) + a.shape[1:])
+            return np.ascontiguousarray(np.concatenate([head, a[rows:]], axis=0))
+
+        return item.with_op(name, item.shape, f"RoPE head dims -> {to} pairing", fn)
+
+    @staticmethod
+    def _hidden(spec, name):
+        base = name.rsplit(".", 2)[0]            # ...img_attn (of .qkv.weight) / single_blocks.N (of .linear1.*)
+        for cand in (base + ".proj.weight", base + ".linear2.weight"):
+            if cand in spec.params:
+                return int(spec.params[cand].shape[0])
+        return None
+
+    def decode(self, item, spec):
+        return self._op(item, spec, self.to)
+
+    def encode(self, item, spec):
+        return self._op(item, spec, "adjacent" if self.to == "liger" else "liger")
+
+    def describe(self):
+        return f"q/k head dims and QK-norm scales permuted to the {self.to} RoPE pairing"
 
 
 # --- the dialects -------------------------------------------------------------------------------------------

@@ -864,3 +864,114 @@ def test_cli_interrupt_exit_130_and_inspect_json(tmp_path, release, monkeypatch,
     info = json.loads(out)
     assert code == 0 and info["tensors"] == 89 and info["dialect"] == "ours" and info["problems"] == {}
     assert info["config"]["model_type"] == "STDiT3" and len(info["keys"]) == 3
+
+
+# ------------------------------------------------------------------------------------------------ MMDiT layouts
+# Open-Sora 2.0 (separate q/k/v, rotate-half RoPE) and BFL Flux (fused qkv / linear1, adjacent-pair RoPE).
+def _mm(name, **over):
+    return _rand_state(registry.build(name, "pt", **over))
+
+
+def _np_state(model):
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_mmdit_bare_release_file_and_flux_file_load_into_both_twins(tmp_path):
+    """Open_Sora_v2.safetensors is a bare file (no config.json): it loads with a preset; so does a Flux file."""
+    for preset in ("MMDiT-S", "Flux-S"):
+        m = _mm(preset)
+        path = str(tmp_path / f"{preset}.safetensors")
+        st_save_torch({k: v.contiguous() for k, v in m.state_dict().items()}, path)   # upstream: no config
+        with pytest.raises(C.ConversionError, match="no config.json"):
+            C.from_pretrained(None, path, "pt")
+        for backend in ("pt", "ms"):
+            got = C.model_tensors(C.from_pretrained(None, path, backend, model=preset), backend)
+            ref = _np_state(m)
+            assert set(got) == set(ref)
+            assert all(_bytes_equal(got[k], ref[k]) for k in ref)
+
+
+def test_mmdit_split_rows_and_concat_view_are_inverse_bit_exact(tmp_path):
+    """flux dialect: fused qkv/linear1 split into separate projections (one source key -> three of ours);
+    ConcatRowsView fuses them back; file conversion through convert() and back is bit-exact."""
+    from converters.engine import ConcatRowsView
+    from opensora_dual.families.mmdit import fuse_groups
+
+    fam = registry.get_family("mmdit")
+    flux = _mm("Flux-S")
+    src = _np_state(flux)
+    sep_kw = dict(registry.resolve("Flux-S")[1], fused_qkv=False)
+    sep = _rand_state(registry.get_family("mmdit").model_class("pt")(**sep_kw), seed=3)
+    rep = C.load_state_into(sep, src, "pt", family=fam, dialect="flux")
+    assert rep.ok
+    s = _np_state(sep)
+    C_ = 96
+    np.testing.assert_array_equal(s["double_blocks.0.img_attn.k_proj.weight"],
+                                  src["double_blocks.0.img_attn.qkv.weight"][C_:2 * C_])
+    np.testing.assert_array_equal(s["single_blocks.1.v_mlp.bias"], src["single_blocks.1.linear1.bias"][2 * C_:])
+    with pytest.raises(C.ConversionError, match="unexpected"):   # without the dialect: a clear mismatch
+        C.load_state_into(registry.get_family("mmdit").model_class("pt")(**sep_kw), src, "pt", family=fam)
+    view = ConcatRowsView(s, fuse_groups(s))
+    back = _rand_state(registry.build("Flux-S", "pt"), seed=4)
+    assert C.load_state_into(back, view, "pt", family=fam).ok
+    assert all(_bytes_equal(v, src[k]) for k, v in _np_state(back).items())
+    # the same split through a file conversion (the dialect is a converter option)
+    path = str(tmp_path / "flux.safetensors")
+    st_save_torch({k: v.contiguous() for k, v in flux.state_dict().items()}, path)
+    out = str(tmp_path / "sep.safetensors")
+    C.convert(path, out, model="Flux-S", overrides={"fused_qkv": False}, src_dialect="flux", progress=False)
+    conv = st_load_np(out)
+    assert all(_bytes_equal(conv[k], s[k]) for k in s)
+
+
+def test_mmdit_rope_pairing_permutation_round_trips_bit_exact():
+    """flux-to-liger permutes q/k head dims (rearrange_tensor: 2d -> d, 2d+1 -> D/2+d) and the QK-norm scales;
+    its encode is the inverse; liger-to-flux is the reverse dialect: every key round-trips bit for bit."""
+    from converters.engine import ConcatRowsView
+    from opensora_dual.families.mmdit import fuse_groups
+
+    fam = registry.get_family("mmdit")
+    dialects = fam.extra["converter"]["dialects"]
+    for preset, over in (("MMDiT-S", {}), ("Flux-S", {}), ("Flux-S", {"use_liger_rope": True})):
+        spec = spec_from_torch(registry.build(preset, "pt", **over))
+        for name in ("flux-to-liger", "liger-to-flux", "flux"):
+            dia = dialects[name]({})
+            for k, p in spec.params.items():
+                enc = dia.encode(k, p.shape, p.dtype, spec)
+                dec = dia.decode(enc.name, enc.shape, p.dtype, spec)
+                assert dec.name == k and dec.shape == p.shape, (name, k)
+                a = np.arange(int(np.prod(p.shape)), dtype=np.float32).reshape(p.shape)
+                assert _bytes_equal(dec.apply(enc.apply(a)), a)
+    # the permutation itself, on a q weight and a norm scale (D = 24)
+    D = 24
+    idx = rules.rope_pair_index(D, "liger")
+    assert list(idx[:3]) == [0, 2, 4] and list(idx[D // 2:D // 2 + 3]) == [1, 3, 5]
+    assert list(rules.rope_pair_index(D, "adjacent")[idx]) == list(range(D))
+    flux = _mm("Flux-S")
+    src = _np_state(flux)
+    liger_kw = dict(registry.resolve("Flux-S")[1], use_liger_rope=True, fused_qkv=False)
+    cls = fam.model_class("pt")
+    liger = cls(**liger_kw)
+    assert C.load_state_into(liger, src, "pt", family=fam, dialect="flux-to-liger").ok
+    s = _np_state(liger)
+    np.testing.assert_array_equal(s["single_blocks.0.norm.key_norm.scale"], src["single_blocks.0.norm.key_norm.scale"][idx])
+    q = src["double_blocks.1.txt_attn.qkv.weight"][:96].reshape(4, D, 96)[:, idx].reshape(96, 96)
+    np.testing.assert_array_equal(s["double_blocks.1.txt_attn.q_proj.weight"], q)
+    np.testing.assert_array_equal(s["double_blocks.1.txt_attn.v_proj.weight"],
+                                  src["double_blocks.1.txt_attn.qkv.weight"][192:])     # v untouched
+    # and back: fuse + liger-to-flux gives the Flux file again, bit for bit
+    back = cls(**registry.resolve("Flux-S")[1])
+    assert C.load_state_into(back, ConcatRowsView(s, fuse_groups(s)), "pt", family=fam, dialect="liger-to-flux").ok
+    assert all(_bytes_equal(v, src[k]) for k, v in _np_state(back).items())
+
+
+def test_mmdit_config_json_round_trip_and_release_folder(tmp_path):
+    fam, kw = registry.resolve("MMDiT-S")
+    cfg = fam.config_to_json(kw)
+    assert cfg["model_type"] == "MMDiT" and cfg["axes_dim"] == [4, 10, 10]
+    assert fam.config_from_json(json.loads(json.dumps(cfg))) == {**{k: v for k, v in
+                                                                   fam.config_from_json(cfg).items()}, **kw}
+    m = _mm("MMDiT-S")
+    folder = C.save_release_folder(m, "pt", str(tmp_path / "mm"), kw, preset="MMDiT-S")
+    got = C.model_tensors(C.from_pretrained(None, folder, "ms"), "ms")
+    assert all(_bytes_equal(got[k], v) for k, v in _np_state(m).items())
