@@ -30,8 +30,10 @@ demo: $(STAMP)
 	$(VPY) scripts/demo.py
 
 bench: $(STAMP)
-	$(VPY) benchmarks/bench_stdit3.py
+	$(VPY) benchmarks/bench_dit.py --models stdit3,stdit2,stdit --configs small,mid
 	$(VPY) benchmarks/bench_convert.py
+	$(VPY) benchmarks/bench_convert.py --model STDiT2-XL/2
+	$(VPY) benchmarks/bench_convert.py --model STDiT-XL/2
 	$(VPY) benchmarks/bench_text_encoder.py --part encoders
 	$(VPY) benchmarks/bench_vae.py --frames 17 --size 32
 	$(VPY) benchmarks/bench_sampling.py

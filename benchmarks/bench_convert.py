@@ -1,11 +1,18 @@
-"""Converter benchmark: a synthetic full-size STDiT3-XL/2 release folder (~4.8 GB fp32) -> MindSpore .ckpt.
+"""Converter benchmark: a synthetic full-size release in upstream's layout -> MindSpore .ckpt.
 
-Writes the folder streaming from the meta-device model's shapes (random data, one tensor in memory at a time),
-times a plain file copy of model.safetensors and the conversion (``python -m converters convert`` in a child
-process that reports its own peak RSS, VmHWM), spot-checks the output, prints the numbers and deletes the
-big files. Goals: peak RSS <= 1.5 GB, time <= 2x the copy. Numbers only, no pass/fail.
+``--model STDiT3-XL/2`` (default; ``hpcai-tech/OpenSora-STDiT-v3``, ~4.8 GB fp32) and ``--model STDiT2-XL/2``
+(``OpenSora-STDiT-v2-stage3``, ~3.1 GB): a folder with config.json + model.safetensors. ``--model STDiT-XL/2``
+(``OpenSora-v1-16x256x256.pth``, ~2.9 GB): one flat fp32 ``torch.save`` state dict (no config; the conversion
+is given ``--model``), the position tables included as upstream's state dict has them.
 
-    python benchmarks/bench_convert.py [--workdir DIR] [--model STDiT3-XL/2] [--keep]
+Writes the release streaming from the meta-device model's shapes (random data, one tensor in memory at a time;
+the .pth: ``torch.save`` of FakeTensors under ``torch.serialization.skip_data`` lays out the zip with empty
+storage records, whose offsets a ``map_location="meta"`` load gives, and each tensor's bytes are then
+``pwrite`` there), times a plain file copy of the weights file and the conversion (``python -m converters
+convert`` in a child process that reports its own peak RSS, VmHWM), spot-checks the output, prints the numbers
+and deletes the big files. Goals: peak RSS <= 1.5 GB, time <= 2x the copy. Numbers only, no pass/fail.
+
+    python benchmarks/bench_convert.py [--workdir DIR] [--model STDiT3-XL/2|STDiT2-XL/2|STDiT-XL/2] [--keep]
 """
 import argparse
 import json
@@ -21,7 +28,63 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def write_release(folder, preset):
+# family: (release name, flat .pth?)
+RELEASES = {"stdit3": ("OpenSora-STDiT-v3", False), "stdit2": ("OpenSora-STDiT-v2-stage3", False),
+            "stdit": ("OpenSora-v1-16x256x256.pth", True)}
+
+
+def release_layout(preset):
+    """-> (release name, is a flat .pth) of the preset's family."""
+    from opensora_dual import registry
+
+    fam, _ = registry.resolve(preset)
+    return RELEASES.get(fam.name, (fam.name + "-release", False))
+
+
+def _random(rng, shape):
+    import numpy as np
+
+    return rng.random(shape, dtype=np.float32) - np.float32(0.5)
+
+
+def write_pth(path, spec, rng):
+    """A flat fp32 ``torch.save`` state dict, written streaming: the zip layout first (FakeTensors saved under
+    ``skip_data``: right-sized empty storage records), then each tensor's bytes ``pwrite`` at the offset a
+    ``map_location="meta"`` load reports. One tensor in memory at a time."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for k, p in spec.params.items():
+        if p.dtype != "F32":
+            raise ValueError(f"{k}: {p.dtype}; the synthetic .pth is fp32 only")
+    with FakeTensorMode():
+        sd = {k: torch.empty(tuple(p.shape), dtype=torch.float32) for k, p in spec.params.items()}
+    with torch.serialization.skip_data(materialize_fake_tensors=True):
+        torch.save(sd, path)
+    del sd
+    meta = torch.load(path, map_location="meta", weights_only=True)
+    last = None
+    with open(path, "r+b") as f:
+        fd = f.fileno()
+        for k, p in spec.params.items():
+            t = meta[k]
+            off = t.untyped_storage()._checkpoint_offset + t.storage_offset() * 4
+            last = (k, _random(rng, p.shape).tobytes())
+            buf = memoryview(last[1])
+            while buf:
+                n = os.pwrite(fd, buf, off)
+                buf, off = buf[n:], off + n
+        f.flush()
+        os.fsync(fd)
+    # a real torch file: torch.load (mmap) gives back what was written
+    loaded = torch.load(path, mmap=True, weights_only=True)
+    if loaded[last[0]].numpy().tobytes() != last[1]:
+        raise RuntimeError(f"{path}: torch.load does not give back the written bytes")
+    del loaded
+
+
+def write_release(path, preset):
+    """The synthetic release at ``path`` (a folder, or the .pth file for STDiT); -> number of tensors."""
     import numpy as np
 
     from converters.spec import spec_for
@@ -30,14 +93,18 @@ def write_release(folder, preset):
 
     fam, kwargs = registry.resolve(preset)
     spec = spec_for(fam, kwargs, origin=preset)
+    rng = np.random.default_rng(0)
+    if release_layout(preset)[1]:
+        write_pth(path, spec, rng)
+        return len(spec.params)
+    folder = path
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(fam.config_to_json(kwargs), f, indent=2)
-    rng = np.random.default_rng(0)
     w = SafetensorsWriter(os.path.join(folder, "model.safetensors"),
                           [(k, p.dtype, p.shape) for k, p in spec.params.items()], {"format": "pt"})
     for k, p in spec.params.items():
-        w.write(k, rng.random(p.shape, dtype=np.float32) - np.float32(0.5))
+        w.write(k, _random(rng, p.shape).astype(np.float32, copy=False))
     w.close()
     return len(spec.params)
 
@@ -100,13 +167,16 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench_convert_", dir=args.workdir)
     try:
-        folder = os.path.join(work, "OpenSora-STDiT-v3")
+        name, flat = release_layout(args.model)
+        folder = os.path.join(work, name)
         t0 = time.perf_counter()
         n = write_release(folder, args.model)
-        size = os.path.getsize(os.path.join(folder, "model.safetensors"))
-        print(f"synthetic {args.model} release folder: {n} tensors, {size / 1e9:.2f} GB "
+        st = folder if flat else os.path.join(folder, "model.safetensors")
+        size = os.path.getsize(st)
+        kind = "flat .pth (torch.save state dict)" if flat else "release folder (config.json + model.safetensors)"
+        print(f"synthetic {args.model} {kind} {name}: {n} tensors, {size / 1e9:.2f} GB "
               f"(written in {time.perf_counter() - t0:.1f} s)")
-        st = os.path.join(folder, "model.safetensors")
+        model_arg = ["--model", args.model] if flat else []   # a .pth has no config.json
         copies = []
 
         def copy_once():
@@ -120,7 +190,7 @@ def main():
         runs = []
         for label in ("cold (empty oracle cache: imports torch, builds the meta model)",
                       "warm (oracle cached: no torch import)"):
-            wall, rss, code, so, se = run_child(["convert", folder, out, "--no-progress", "--report", rep])
+            wall, rss, code, so, se = run_child(["convert", folder, out, "--no-progress", "--report", rep] + model_arg)
             if code != 0:
                 print(f"conversion failed (exit {code}):\n{se}")
                 return 1
@@ -141,7 +211,7 @@ def main():
         if args.cast:
             out16 = os.path.join(work, "model_fp16.ckpt")
             wall, rss, code, so, se = run_child(["convert", folder, out16, "--no-progress",
-                                                 "--dtype", "fp16"])
+                                                 "--dtype", "fp16"] + model_arg)
             if code != 0:
                 print(f"fp16 conversion failed (exit {code}):\n{se}")
                 return 1

@@ -1,20 +1,28 @@
-"""Rectified-flow sampling benchmark: seconds per RFLOW step (CFG batched: the model runs on batch 2B), MindSpore
-graph (the scheduler's ``ms.jit`` CFG denoiser) vs PyTorch eager, and one whole small pipeline run per backend
+"""Sampling benchmark: seconds per sampler step (CFG batched: the model runs on batch 2B), MindSpore graph (the
+scheduler's ``ms.jit`` CFG denoiser) vs PyTorch eager, for the rectified flow (RFLOW + STDiT3, Open-Sora 1.2),
+IDDPM v1.1 (+ STDiT2, 1.1), IDDPM v1.0 and DPM-Solver (+ STDiT, 1.0); and one whole small pipeline run per backend
 (text encode / denoise / VAE decode, peak RSS). Prints numbers and MS/PT ratios, never pass/fail. The machine is
 noisy (2 shared cores): read the ratios, measured in the same run.
 
     .venv/bin/python benchmarks/bench_sampling.py [--part steps|pipeline|all] [--steps 5] [--mid-steps 4]
-        [--repeat 1] [--configs small,mid] [--no-pynative] [--pipeline-steps 10] [--frames 17] [--size 32x48]
+        [--repeat 1] [--configs small,mid] [--samplers rflow,iddpm_v1_1,iddpm_v1_0,dpm_solver] [--no-pynative]
+        [--pipeline-steps 10] [--frames 17] [--size 32x48]
 
 --part steps: the schedulers' ``sample`` (B = 1, cfg_scale 7, timestep transform on) with ``--steps`` steps
 (``--mid-steps`` at the mid config), ``--repeat`` times (runs interleaved across implementations), each ``step``
 call timed (wrapped, output synced; nothing subtracted). "first step" is step 0 of
 the first run: for MindSpore graph that is the compile plus one step (the scheduler's ``compile_seconds`` is
-shown too); "median" is the median of all the other steps. Configs are bench_stdit3's ``small`` (STDiT3-S/2,
-latent 3x16x16, 192 tokens) and ``mid`` (STDiT3-XL/2 at depth 4 / hidden 576, ~46M parameters, latent 8x32x32,
-2048 tokens, 120 caption tokens); random weights (zero-init layers filled) copied PT -> MS. The caption mask
-marks half the tokens valid, like a real prompt (the reference packs the valid tokens, the port attends over the
-padded length with a mask). MindSpore PyNative (``RFLOW(graph=False)``) runs at the small config only.
+shown too); "median" is the median of all the other steps. Configs are bench_dit's ``small`` (the family's S/2
+preset, latent 3x16x16, 192 tokens) and ``mid`` (the XL/2 preset at depth 4 / hidden 576, ~46M parameters for
+STDiT3, latent 8x32x32, 2048 tokens, 120 caption tokens); random weights (zero-init layers filled) copied
+PT -> MS. The caption mask marks half the tokens valid, like a real prompt (the reference packs the valid
+tokens, the port attends over the padded length with a mask). MindSpore PyNative (``graph=False``) runs at the
+small config only. ``--samplers`` (default all): ``rflow`` (STDiT3, cfg 7, timestep transform), ``iddpm_v1_1``
+(STDiT2, v1.1 inference settings: cfg 7 on ``cfg_channel`` 3, float32 schedule, v1.1 size conditioning),
+``iddpm_v1_0`` (STDiT, cfg 7, float64 schedule) and ``dpm_solver`` (STDiT, cfg 4, multistep order 2); IDDPM's
+random draws come from ``NumpyNoise`` (the same stream for every implementation); no conditioning mask. Each
+(sampler, config) runs in its own process (a compiled mid graph holds ~3.5 GB until its process ends), so the
+peak RSS column is that process's alone.
 
 --part pipeline: a random small pipeline (STDiT3-S/2 + OpenSoraVAE_V1_2-S + T5-S, toy tokenizer; made once by
 the PyTorch twin, zero-init layers filled, saved with ``save_pretrained``) loaded with ``from_pretrained`` by each
@@ -22,7 +30,8 @@ backend in its own fresh process, one prompt, ``--frames`` at ``--size``, ``--pi
 run is cold (MindSpore compiles the T5 forward and the denoiser in it); with ``--repeat`` > 1 the later (warm) runs
 are reported too. Peak RSS is the child process's VmHWM (imports and build included; not ``ru_maxrss``, which a
 child inherits from its parent's peak on Linux); "RSS before run" is its resident memory after the build. The
-steps part's tables also show this process's cumulative peak RSS after each implementation's first run.
+steps part's tables also show the (sampler, config) process's cumulative peak RSS after each implementation's
+first run.
 """
 import argparse
 import json
@@ -71,31 +80,50 @@ class TimedSampler:
         self.runs[-1].append(time.perf_counter() - t0)
         return out
 
-    def run(self, *args):
+    def run(self, *args, **kw):
         self.runs.append([])
-        self.sched.sample(*args, progress=False)
+        self.sched.sample(*args, progress=False, **kw)
         if len(self.runs) == 1:
             self.compile_seconds = getattr(self.sched, "compile_seconds", None)
 
 
-def bench_steps(name, steps, repeat, pynative):
+# sampler: (model family, label, scheduler module under pt_reference/ms_impl, class, kwargs(steps),
+#           size conditioning (frames for prepare_multi_resolution_info, or None), draws noise)
+SAMPLERS = {
+    "rflow": ("stdit3", "RFLOW", "schedulers.rf", "RFLOW",
+              lambda n: dict(num_sampling_steps=n, num_timesteps=1000, cfg_scale=7.0, use_timestep_transform=True),
+              lambda T: 17, False),
+    "iddpm_v1_1": ("stdit2", "IDDPM v1.1 (STDiT2)", "schedulers.iddpm", "IDDPM",
+                   lambda n: dict(num_sampling_steps=n, cfg_scale=7.0, cfg_channel=3, version="v1.1"),
+                   lambda T: T, True),
+    "iddpm_v1_0": ("stdit", "IDDPM v1.0 (STDiT)", "schedulers.iddpm", "IDDPM",
+                   lambda n: dict(num_sampling_steps=n, cfg_scale=7.0, version="v1.0"), None, True),
+    "dpm_solver": ("stdit", "DPM-Solver (STDiT)", "schedulers.dpm_solver", "DPM_SOLVER",
+                   lambda n: dict(num_sampling_steps=n, cfg_scale=4.0), None, False),
+}
+
+
+def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
     import numpy as np
     import mindspore as ms  # before anything that could import decord
     import torch
 
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import importlib
+
     import converters
-    from bench_stdit3 import CONFIGS  # the same small / mid configs as the forward benchmark
-    from ms_impl.schedulers.rf import RFLOW as MsRFLOW
+    from bench_dit import config  # the same small / mid configs as the forward benchmark
     from opensora_dual.inference import prepare_multi_resolution_info
     from opensora_dual.registry import build
     from opensora_dual.sampling.noise import NumpyNoise
     from parity_tests.engine import fill_zero_parameters
-    from pt_reference.schedulers.rf import RFLOW as PtRFLOW
 
+    family, sampler_label, module, cls, sched_kw, frames, draws = SAMPLERS[sampler]
+    PtSched = getattr(importlib.import_module("pt_reference." + module), cls)
+    MsSched = getattr(importlib.import_module("ms_impl." + module), cls)
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    preset, overrides, (T, H, W), _ = CONFIGS[name]
+    preset, overrides, (T, H, W), _ = config(family, name)
     torch.manual_seed(0)
     pt = build(preset, "pt", **overrides).eval()
     fill_zero_parameters(pt)
@@ -109,29 +137,31 @@ def bench_steps(name, steps, repeat, pynative):
     z = NumpyNoise(0).randn((B, int(pt.in_channels), T, H, W))
     y = rng.standard_normal((B, 1, L, C)).astype(np.float32)
     y_mask = (np.arange(L)[None] < max(1, L // 2)).astype(np.int64).repeat(B, 0)
-    add = prepare_multi_resolution_info(B, (H * 8, W * 8), 17, 24)
-    sched_kw = dict(num_sampling_steps=steps, num_timesteps=1000, cfg_scale=7.0, use_timestep_transform=True)
+    add = None if frames is None else prepare_multi_resolution_info(B, (H * 8, W * 8), frames(T), 24)
+    sched_kw = sched_kw(steps)
 
     # runs interleaved (PT, MS graph, MS PyNative, PT, ...) so load drift on the shared machine hits all alike
-    variants = [("PyTorch eager", TimedSampler(PtRFLOW(**sched_kw), lambda out: out), pt,
+    variants = [("PyTorch eager", TimedSampler(PtSched(**sched_kw), lambda out: out), pt,
                  (torch.from_numpy(z), torch.from_numpy(y)), False),
-                ("MindSpore graph (ms.jit)", TimedSampler(MsRFLOW(graph=True, **sched_kw), lambda o: o.asnumpy()),
+                ("MindSpore graph (ms.jit)", TimedSampler(MsSched(graph=True, **sched_kw), lambda o: o.asnumpy()),
                  port, (ms.Tensor(z), ms.Tensor(y)), True)]
     if pynative:
-        variants.append(("MindSpore PyNative", TimedSampler(MsRFLOW(graph=False, **sched_kw), lambda o: o.asnumpy()),
+        variants.append(("MindSpore PyNative", TimedSampler(MsSched(graph=False, **sched_kw), lambda o: o.asnumpy()),
                          port, (ms.Tensor(z), ms.Tensor(y)), False))
     load0 = os.getloadavg()[0]
     hwm = {}
     for _ in range(repeat):
         for label, timer, model, (zz, yy), _ in variants:
-            timer.run(model, zz, yy, y_mask, add)
+            # the same noise stream for every implementation and run
+            timer.run(model, zz, yy, y_mask, add, noise=NumpyNoise(1) if draws else None)
             hwm.setdefault(label, _hwm_mb())
     rows = [(label, timer.runs, timer.compile_seconds if graph else None) for label, timer, _, _, graph in variants]
 
     tokens = T * (H // 2) * (W // 2)
     params = sum(p.numel() for p in pt.parameters())
     cfg = f"{preset} {overrides}" if overrides else preset
-    print(f"\n{name}: {cfg}, params {params / 1e6:.1f}M, latent {B}x{int(pt.in_channels)}x{T}x{H}x{W} "
+    title = "" if sampler == "rflow" else f"{sampler_label}, "
+    print(f"\n{title}{name}: {cfg}, params {params / 1e6:.1f}M, latent {B}x{int(pt.in_channels)}x{T}x{H}x{W} "
           f"({tokens} tokens), caption {L} tokens ({L // 2} valid), CFG batch {2 * B}, {steps} steps x "
           f"{repeat} run(s), fp32, torch threads {torch.get_num_threads()}; load average {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f}")
@@ -158,6 +188,23 @@ def bench_steps(name, steps, repeat, pynative):
     else:
         print(f"  graph vs eager: {g['median'] / pt_med:.2f}x slower per step (no break-even)")
     return out
+
+
+def _steps_child(args, sampler, name):
+    """One (sampler, config) of --part steps in its own process (a compiled mid graph keeps its memory for the
+    life of the process: several in one process would add up); its tables pass through, -> its result dict."""
+    env = dict(os.environ, GLOG_v="3", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=ROOT)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "steps", "--samplers", sampler, "--configs", name,
+           "--steps", str(args.steps), "--mid-steps", str(args.mid_steps), "--repeat", str(args.repeat)]
+    res = subprocess.run(cmd + (["--no-pynative"] if args.no_pynative else []), env=env, capture_output=True,
+                         text=True, cwd=ROOT)
+    lines = res.stdout.splitlines()
+    print("\n".join(ln for ln in lines if not ln.startswith("@@RESULT ")), flush=True)
+    result = [ln for ln in lines if ln.startswith("@@RESULT ")]
+    if res.returncode or not result:
+        print(f"{sampler} {name} FAILED (exit {res.returncode})\n{res.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(result[-1][len("@@RESULT "):])
 
 
 # -------------------------------------------------------------------------------------------- pipeline
@@ -289,26 +336,57 @@ def main():
     ap.add_argument("--mid-steps", type=int, default=4,
                     help="sampling steps per run at the mid config (its compile alone takes ~1 min here)")
     ap.add_argument("--repeat", type=int, default=1, help="sample / pipeline runs per implementation")
-    ap.add_argument("--configs", default="small,mid", help="--part steps configs (bench_stdit3's)")
+    ap.add_argument("--configs", default="small,mid", help="--part steps configs (bench_dit's)")
+    ap.add_argument("--samplers", default=",".join(SAMPLERS),
+                    help="--part steps samplers (each with its model family): " + ", ".join(SAMPLERS))
     ap.add_argument("--no-pynative", action="store_true", help="skip MindSpore PyNative at the small config")
     ap.add_argument("--pipeline-steps", type=int, default=10)
     ap.add_argument("--frames", type=int, default=17)
     ap.add_argument("--size", default="32x48", help="HxW in pixels")
-    ap.add_argument("--child", choices=("run",), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("run", "steps"), help=argparse.SUPPRESS)
     ap.add_argument("--backend", choices=("pt", "ms"), help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    samplers = args.samplers.split(",")
+    bad = [x for x in samplers if x not in SAMPLERS]
+    if bad:
+        ap.error(f"unknown sampler(s) {bad}; choose from {', '.join(SAMPLERS)}")
     if min(args.steps, args.mid_steps) < 2 or args.repeat < 1:
         ap.error("--steps / --mid-steps must be >= 2 (a first step and later ones) and --repeat >= 1")
     if args.child == "run":
         return child_pipeline(args)
+    if args.child == "steps":
+        name = args.configs
+        out = bench_steps(name, args.mid_steps if name == "mid" else args.steps, args.repeat,
+                          pynative=(name == "small" and not args.no_pynative), sampler=args.samplers)
+        print("@@RESULT " + json.dumps(out))
+        return None
 
     t0 = time.perf_counter()
     if args.part in ("steps", "all"):
-        print("== seconds per RFLOW sampling step (CFG batched), MS graph vs PT eager ==")
-        for name in args.configs.split(","):
-            bench_steps(name, args.mid_steps if name == "mid" else args.steps, args.repeat,
-                        pynative=(name == "small" and not args.no_pynative))
+        summary = []
+        for sampler in samplers:
+            label = SAMPLERS[sampler][1]
+            print(f"\n== seconds per {label} sampling step (CFG batched), MS graph vs PT eager ==" if summary else
+                  f"== seconds per {label} sampling step (CFG batched), MS graph vs PT eager ==")
+            for name in args.configs.split(","):
+                out = _steps_child(args, sampler, name)
+                if out is not None:
+                    summary.append((sampler, name, out))
+        if len(summary) > 1:
+            sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+            from bench_dit import config
+
+            print("\n| sampler | model | config | PT eager s/step | MS graph s/step | MS/PT | MS graph first step s "
+                  "| MS PyNative s/step (MS/PT) |")
+            print("|---|---|---|---|---|---|---|---|")
+            for sampler, name, out in summary:
+                pt_, g = out["PyTorch eager"], out["MindSpore graph (ms.jit)"]
+                pn = out.get("MindSpore PyNative")
+                pn = f"{pn['median']:.3f} ({pn['median'] / pt_['median']:.2f}x)" if pn else "-"
+                print(f"| {SAMPLERS[sampler][1]} | {config(SAMPLERS[sampler][0], name)[0]} | {name} | "
+                      f"{pt_['median']:.3f} | "
+                      f"{g['median']:.3f} | {g['median'] / pt_['median']:.2f}x | {g['first']:.1f} | {pn} |")
     if args.part in ("pipeline", "all"):
         print("\n== one whole small pipeline run per backend (text / denoise / decode, peak RSS) ==")
         bench_pipeline(args)

@@ -1,7 +1,7 @@
 """Training benchmark (prints numbers and ratios, never pass/fail).
 
 1. Seconds per train step (forward + backward + AdamW + EMA), MindSpore ``TrainStep`` (compiled loss+grad) vs the
-   PyTorch reference ``TrainStep``, at the small and mid configs of ``bench_stdit3.py``; the first MindSpore step
+   PyTorch reference ``TrainStep``, at the small and mid configs of ``bench_dit.py`` (STDiT3); the first MindSpore step
    (compile) reported apart from the median of the later ones.
 2. Peak memory (VmHWM of the process) of each backend with recompute off and on: every measurement runs in its own
    process, so a peak is that run's alone.
@@ -40,7 +40,7 @@ def child_step(args):
     sys.path.insert(0, ROOT)
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     import torch
-    from bench_stdit3 import CONFIGS
+    from bench_dit import CONFIGS  # STDiT3's small / mid configs
 
     import converters
     from opensora_dual.registry import build
