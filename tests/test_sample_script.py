@@ -150,13 +150,15 @@ def test_three_stages_resume_gives_the_one_stage_result(work, tmp_path):
     assert sorted(os.listdir(out)) == sorted(os.listdir(src))    # stage files (.text, .latents) cleaned up
 
 
-def test_text_embeddings_cache_replaces_the_text_encoder(pt_t2v, work, tmp_path):
-    """A cache of the captions as the pipeline sends them to T5 (score suffix, cleaning) gives the same videos;
-    files are named by prompt-file line (blank lines count, as scripts/infer_t5.py names them)."""
+def test_text_embeddings_cache_replaces_the_text_encoder(work, tmp_path):
+    """A cache of the captions as the pipeline sends them to T5 (score suffix, cleaning) gives the same samples;
+    files are named by prompt-file line (blank lines count, as scripts/infer_t5.py names them). Compared on
+    one-frame PNGs, pixel for pixel (H.264 encodes of identical frames differ between runs on this machine)."""
     from opensora_dual.pipelines.opensora import process_prompts
     from pt_reference.pipelines.opensora import OpenSoraPipeline
 
-    src, _ = pt_t2v
+    src = str(tmp_path / "with_t5")
+    run("pt", "--pipeline-folder", work["folder"], "--prompt", *PROMPTS, "--num-frames", 1, "--save-dir", src)
     pipe = OpenSoraPipeline.from_pretrained(work["folder"])
     emb, mask = pipe.encode_text(process_prompts(PROMPTS, aes=6.5))
     cache = tmp_path / "emb"
@@ -168,10 +170,11 @@ def test_text_embeddings_cache_replaces_the_text_encoder(pt_t2v, work, tmp_path)
     out = str(tmp_path / "cached")
     # no text encoder needed: point it at a folder that does not exist
     run("pt", "--pipeline-folder", work["folder"], "--prompt-path", prompts, "--text-embeddings", cache,
-        "--save-dir", out, "--text-encoder-path", tmp_path / "no-t5")
+        "--num-frames", 1, "--save-dir", out, "--text-encoder-path", tmp_path / "no-t5")
     for i in range(2):
-        name = f"sample_{i:04d}.mp4"
-        assert np.array_equal(frames(os.path.join(out, name)), frames(os.path.join(src, name)))
+        name = f"sample_{i:04d}.png"
+        a, b = frames(os.path.join(out, name)), frames(os.path.join(src, name))
+        assert a.std() > 1.0 and np.array_equal(a, b)
     os.remove(cache / "000002.npz")
     p = run("pt", "--pipeline-folder", work["folder"], "--prompt-path", prompts, "--text-embeddings", cache,
             "--save-dir", str(tmp_path / "cached2"), expect=2)
