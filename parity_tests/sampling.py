@@ -194,3 +194,19 @@ def run_sampler_case(case: SamplingCase, pt_sampler, ms_sampler, pt_model, ms_mo
             res.latent.extra.update(res.video)
         res.verdicts.append(judge(res.latent, "sampling_free_running", case.dtype))
     return res
+
+
+def format_latent_sampling_result(res: SamplingResult) -> str:
+    """``format_sampling_result`` for sampler runs compared without decoders (no video metrics): the step rows,
+    then the free-running latent line."""
+    from dataclasses import replace
+
+    if res.latent is None or res.video:
+        return format_sampling_result(res)
+    lines = [format_sampling_result(replace(res, latent=None))]
+    lines.append(f"free-running: latent cosine {res.latent.cosine:.8f} rel_fro {res.latent.rel_fro:.2e} "
+                 f"(no decoder: latent only)")
+    for vd in res.verdicts:
+        if not vd:
+            lines.append("  FAIL: " + "; ".join(vd.reasons))
+    return "\n".join(lines)
