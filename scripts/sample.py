@@ -62,7 +62,14 @@ SCHEDULER_KEYS = ("type", "num_sampling_steps", "num_timesteps", "cfg_scale", "u
                   "cfg_channel", "timestep_respacing", "noise_schedule", "use_kl", "sigma_small",     # iddpm
                   "predict_xstart", "learn_sigma", "rescale_learned_sigmas", "diffusion_steps")
 KNOWN_NESTED = {"scheduler": SCHEDULER_KEYS, "model": ("type", "from_pretrained"),
-                "vae": ("type", "from_pretrained"), "text_encoder": ("type", "from_pretrained", "tokenizer")}
+                "vae": ("type", "from_pretrained"), "text_encoder": ("type", "from_pretrained", "tokenizer"),
+                # Open-Sora 2.0's sections (upstream's names)
+                "sampling_option": ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance",
+                                    "guidance_img", "text_osci", "image_osci", "scale_temporal_osci", "shift",
+                                    "flow_shift", "seed", "method", "temporal_reduction", "is_causal_vae", "height",
+                                    "width"),
+                "ae": ("type", "from_pretrained"), "t5": ("type", "from_pretrained", "tokenizer"),
+                "clip": ("type", "from_pretrained", "tokenizer")}
 
 
 class UserError(Exception):
@@ -141,12 +148,22 @@ CONFIG_OPTIONS = [
     ("text_embeddings", dict(type=_str_or_none), "folder of cached T5 features {index:06d}.npz (no T5 loaded)"),
     ("noise", dict(choices=["numpy", "torch"]), "random numbers: numpy (same in both backends) or torch (upstream)"),
     ("stages", dict(type=int, choices=[1, 3]), "3: text, denoise, decode one after another (less memory)"),
+    # Open-Sora 2.0 (configs/opensora-v2-0/inference/*.yaml, upstream's key names)
+    ("cond_type", dict(type=str), "2.0: t2v i2v_head i2v_tail i2v_loop v2v_head v2v_tail v2v_head_easy v2v_tail_easy"),
+    ("ref", dict(nargs="+", type=_str_or_none), "2.0: per prompt the reference image/video (';' for i2v_loop)"),
+    ("motion_score", dict(type=_str_or_none), "2.0: ' {motion_score} motion score.' appended (null: none)"),
+    ("fps_save", dict(type=int), "2.0: the ' {fps} FPS.' suffix and the mp4's fps"),
+    ("clip.from_pretrained", dict(type=_str_or_none), "2.0: CLIP folder (openai/clip-vit-large-patch14)"),
+    ("num_steps", dict(type=int), "2.0: sampling steps (upstream alias of sampling_option.num_steps)"),
+    ("guidance", dict(type=float), "2.0: text guidance (alias of sampling_option.guidance)"),
+    ("guidance_img", dict(type=float), "2.0: image guidance (alias of sampling_option.guidance_img)"),
 ]
 # our flag names for some keys (besides the key's own spelling)
 ALIASES = {"scheduler.num_sampling_steps": ["--num-sampling-steps"], "scheduler.cfg_scale": ["--cfg-scale"],
            "model.from_pretrained": ["--model-path", "--ckpt-path"], "model.type": ["--model-preset"],
            "vae.from_pretrained": ["--vae-path"], "vae.type": ["--vae-preset"],
-           "text_encoder.from_pretrained": ["--text-encoder-path"], "text_encoder.tokenizer": ["--tokenizer-path"]}
+           "text_encoder.from_pretrained": ["--text-encoder-path"], "text_encoder.tokenizer": ["--tokenizer-path"],
+           "clip.from_pretrained": ["--clip-path"]}
 
 
 def _flags(key):
@@ -633,6 +650,9 @@ class Runner:
         if self.cache and not os.path.isdir(self.cache):
             raise InferenceInputError(f"text embeddings folder not found: {self.cache}")
 
+    def guidance_text(self):
+        return f"cfg {self.scheduler.get('cfg_scale')}"
+
     def call_kwargs(self):
         c = self.cfg
         return dict(image_size=self.image_size, num_frames=self.num_frames, fps=self.fps, loop=self.loop,
@@ -890,7 +910,7 @@ class Runner:
         h, w = self.image_size
         print(f"{n_samples} sample(s), {sum(len(u.prompts) for u in self.todo)} to make: {h}x{w}, "
               f"{self.num_frames} frames x {self.loop} loop(s), {self.scheduler['type']} {self.steps} steps, "
-              f"cfg {self.scheduler.get('cfg_scale')}, Open-Sora {self.recipe.name}, "
+              f"{self.guidance_text()}, Open-Sora {self.recipe.name}, "
               f"seed {self.seed}, noise {self.cfg['noise']}, backend {self.backend} {self.dtype}, "
               f"{self.stages} stage(s) -> {self.cfg['save_dir']}", flush=True)
         self.noise, self.debt = None, []
@@ -1044,6 +1064,175 @@ class Runner:
                 pass
 
 
+class RunnerV2(Runner):
+    """Open-Sora 2.0 (``main:scripts/diffusion/inference.py``): the config's upstream keys (``sampling_option``,
+    ``cond_type``, ``ref``, ``motion_score``, ``fps_save``, ``ae``, ``t5``, ``clip``) onto the 2.0 pipeline
+    (``opensora_dual.pipelines.opensora_v2``); outputs, resuming and the noise stream as for 1.x."""
+
+    def settings(self):
+        from opensora_dual.inference import InferenceInputError
+        from opensora_dual.inference.aspect import check_num_frames_v2
+        from opensora_dual.pipelines.opensora_v2 import resolve_size_v2
+        from opensora_dual.sampling.flow_matching import COND_TYPES
+
+        cfg = self.cfg
+        so = dict(cfg.get("sampling_option") or {})
+        # upstream's parse_alias: top-level keys win over sampling_option (--resolution, --num-frames, ...)
+        for key in ("resolution", "aspect_ratio", "num_frames", "num_steps", "guidance", "guidance_img"):
+            if cfg.get(key) is not None:
+                so[key] = cfg[key]
+        sched = dict(cfg.get("scheduler") or {})   # this script's generic spellings
+        if sched.get("num_sampling_steps") is not None:
+            so["num_steps"] = sched["num_sampling_steps"]
+        if sched.get("cfg_scale") is not None:
+            so["guidance"] = sched["cfg_scale"]
+        if cfg.get("image_size") is not None:
+            size = cfg["image_size"]
+        elif so.get("height") is not None and so.get("width") is not None:
+            size = (so["height"], so["width"])
+        else:
+            size = None
+        self.image_size = resolve_size_v2(size, so.get("resolution"), so.get("aspect_ratio"))
+        self.num_frames = check_num_frames_v2(so.get("num_frames", 129))
+        if so.get("method", "i2v") != "i2v":
+            raise InferenceInputError(f"sampling_option.method {so.get('method')!r}: only i2v (the video model) is "
+                                      f"sampled here; the distilled Flux image step (t2i2v) is not supported")
+        if int(so.get("temporal_reduction", 4)) != 4 or not so.get("is_causal_vae", True):
+            raise InferenceInputError("the HunyuanVideo VAE is causal with temporal reduction 4")
+        self.cond_type = str(cfg.get("cond_type") or "t2v")
+        if self.cond_type not in COND_TYPES:
+            raise InferenceInputError(f"unknown cond_type {self.cond_type!r}; one of {', '.join(COND_TYPES)}")
+        if cfg.get("ref") is not None:
+            cfg["reference_path"] = cfg["ref"]
+        if cfg.get("mask_strategy"):
+            raise InferenceInputError("Open-Sora 2.0 has no mask strategies: use --cond-type and --ref")
+        fps_save = cfg.get("fps_save", 16)   # upstream's default when the config has none
+        if isinstance(fps_save, bool) or not isinstance(fps_save, int) or fps_save <= 0:
+            raise InferenceInputError(f"fps_save must be a positive integer, got {fps_save!r}")
+        self.fps = self.save_fps = fps_save
+        self.motion_score = None if cfg.get("motion_score") is None else str(cfg["motion_score"])
+        self.loop, self.cfl = 1, 1
+        seed = so.get("seed") if so.get("seed") is not None else cfg.get("seed")
+        cfg["seed"] = seed
+        self.seed = _int_key(cfg, "seed")
+        self.recipe = recipe_from_config(cfg, self.cli_keys)
+        steps = so.get("num_steps", 50)
+        self.scheduler = dict(type="flow-matching", num_sampling_steps=steps,
+                              **{k: so[k] for k in ("guidance", "guidance_img", "text_osci", "image_osci",
+                                                    "scale_temporal_osci", "shift", "flow_shift") if k in so})
+        self.steps = _int_key(self.scheduler, "num_sampling_steps", 1)
+        self.dtype = cfg.get("dtype", "fp32")
+        if self.dtype not in ("fp32", "fp16", "bf16"):
+            raise InferenceInputError(f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
+        if self.dtype == "bf16" and self.backend == "ms":
+            from ms_impl.device import on_ascend
+
+            if not on_ascend():
+                raise InferenceInputError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels "
+                                          "on CPU; use --dtype fp32 or fp16 (or --backend pt)")
+        self.stages = cfg.get("stages", 1)
+        if self.stages != 1:
+            raise InferenceInputError("--stages 3 is for Open-Sora 1.x; 2.0 runs in one stage")
+        if cfg.get("noise") not in ("numpy", "torch"):
+            raise InferenceInputError(f"noise must be numpy or torch, got {cfg.get('noise')!r}")
+        self.verbose = _int_key(cfg, "verbose", 0)
+        self.cache = None
+        if cfg.get("text_embeddings"):
+            raise InferenceInputError("--text-embeddings (cached T5 features) is for Open-Sora 1.x")
+
+    def guidance_text(self):
+        s = self.scheduler
+        return (f"guidance {s.get('guidance', 7.5)} / image {s.get('guidance_img', 3.0)}, cond {self.cond_type}, "
+                f"fps {self.fps}, motion score {self.motion_score}")
+
+    def call_kwargs(self):
+        return dict(image_size=self.image_size, num_frames=self.num_frames, fps=self.fps,
+                    motion_score=self.motion_score, cond_type=self.cond_type, progress=self.verbose >= 2)
+
+    def pipeline_class(self):
+        if self.backend == "ms":
+            from ms_impl.pipelines.opensora_v2 import OpenSoraV2Pipeline
+        else:
+            from pt_reference.pipelines.opensora_v2 import OpenSoraV2Pipeline
+        return OpenSoraV2Pipeline
+
+    def precheck_masks(self):
+        pass
+
+    def section(self, ours, upstream):
+        """The VAE / T5 weights: our section when given on the command line (--vae-path, --text-encoder-path),
+        else upstream's (``ae``, ``t5``)."""
+        if any(k.startswith(ours + ".") for k in self.cli_keys):
+            return ours, self.cfg.get(ours) or {}
+        return upstream, self.cfg.get(upstream) or {}
+
+    def components(self, need_text=True):
+        from opensora_dual.inference import InferenceInputError
+
+        cfg = self.cfg
+        folder = cfg.get("pipeline_folder")
+        if folder and cfg.get("build_random_pipeline") and not os.path.isdir(os.path.join(folder, "model")):
+            raise InferenceInputError("build_random_pipeline is for the 1.x demo; write a 2.0 folder with "
+                                      "pt_reference.pipelines.opensora_v2.write_random_pipeline")
+        if folder and not os.path.isdir(folder):
+            raise InferenceInputError(f"pipeline folder not found: {folder}")
+        out = {}
+        for name, (ours, upstream), what in (("model", ("model", "model"), "diffusion model"),
+                                             ("vae", ("vae", "ae"), "VAE"),
+                                             ("text_encoder", ("text_encoder", "t5"), "T5 text encoder"),
+                                             ("clip", ("clip", "clip"), "CLIP text encoder")):
+            key, section = self.section(ours, upstream)
+            explicit = f"{key}.from_pretrained" in self.cli_keys
+            if folder and not explicit:
+                p = os.path.join(folder, name)
+                path = p if os.path.exists(p) else None
+            else:
+                path = resolve_weights(section.get("from_pretrained"), what)
+            if path is None:
+                raise InferenceInputError(f"no {what} weights: pass --pipeline-folder or --{key}.from_pretrained")
+            out[name] = path
+            if name in ("model", "vae"):
+                preset = section.get("type")
+                bare = os.path.isfile(path)
+                if bare and not _is_preset(preset):
+                    raise InferenceInputError(f"{what}: {preset!r} is not a registered preset (needed for the bare "
+                                              f"weights file {path})")
+                out[f"{name}_preset"] = preset if bare else None
+            if name in ("text_encoder", "clip"):
+                tok = section.get("tokenizer") or path
+                if not os.path.isdir(tok):
+                    raise InferenceInputError(f"no {what} tokenizer folder: {tok}")
+                out[f"{name}_tokenizer"] = tok
+        return out
+
+    def load(self, with_text=True):
+        if self.pipe is None:
+            t0 = time.perf_counter()
+            c = self.comp
+            self.pipe = self.pipeline_class().from_pretrained(
+                None, model=c["model"], vae=c["vae"], text_encoder=c["text_encoder"], clip=c["clip"],
+                tokenizer=c["text_encoder_tokenizer"], clip_tokenizer=c["clip_tokenizer"],
+                model_preset=c["model_preset"], vae_preset=c["vae_preset"], scheduler=self.scheduler,
+                dtype=self.dtype)
+            self.bar_write(f"loaded the {self.backend} Open-Sora 2.0 pipeline in {time.perf_counter() - t0:.1f} s")
+        return self.pipe
+
+    def pay_noise_debt(self):
+        """2.0 draws only the starting latent per batch."""
+        if not self.debt:
+            return
+        shape = (self.pipe.latent_channels, *self.pipe.latent_size(self.num_frames, self.image_size))
+        for b in self.debt:
+            self.noise.randn((b, *shape))
+        self.debt = []
+
+    def sample(self, unit, **extra):
+        if self.noise is None:
+            self.noise = self.noise_source()
+        self.pay_noise_debt()
+        return self.pipe(unit.prompts, reference_path=unit.refs, noise=self.noise, **self.call_kwargs(), **extra)
+
+
 def main(argv=None):
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
@@ -1062,7 +1251,7 @@ def main(argv=None):
 
             print(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), end="")
             return 0
-        runner = Runner(cfg, cli_keys, args)
+        runner = (RunnerV2 if recipe_from_config(cfg, cli_keys).name == "v2.0" else Runner)(cfg, cli_keys, args)
         runner.run()
     except (UserError, ConfigError, InferenceInputError, ConversionError) as e:
         print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)

@@ -572,3 +572,84 @@ def prepare_multi_resolution_info(batch_size, image_size, num_frames, fps):
 
     return dict(height=full(height), width=full(width), num_frames=full(num_frames),
                 ar=full(height / width), fps=full(fps))
+
+
+# ------------------------------------------------------------------------------------------ Open-Sora 2.0
+# main:opensora/datasets/aspect.py: the tables are computed from the number of pixels ("256px" = 256^2,
+# "768px" = 768^2; "360p" = 360^2 * 16 / 9), keys are W:H names ("16:9" is landscape), sizes are multiples of
+# D = AE_SPATIAL_COMPRESSION (16). Inference (``training=False``) keeps every key, duplicates included.
+V2_ASPECT_RATIO_LIST = ("2.39:1", "2:1", "16:9", "1.85:1", "9:16", "5:8", "3:2", "4:3", "1:1")   # width:height
+V2_RESOLUTIONS = ("256px", "768px")   # the released configs' names (any "<N>px" / "<N>p" is computed alike)
+V2_MAX_FRAMES = 129
+
+
+def _v2_compression():
+    import os
+
+    return int(os.environ.get("AE_SPATIAL_COMPRESSION", 16))
+
+
+def get_num_pixels_v2(resolution):
+    """``get_num_pexels_from_name``: "256px" -> 65536, "360p" -> 360^2 * 16 / 9 (the part before "_")."""
+    name = str(resolution).split("_")[0]
+    try:
+        if name.endswith("px"):
+            size = int(name[:-2])
+            return size * size
+        if name.endswith("p"):
+            size = int(name[:-1])
+            return int(size * size / 9 * 16)
+    except ValueError:
+        pass
+    raise InferenceInputError(f"unknown Open-Sora 2.0 resolution {resolution!r}; use {' or '.join(V2_RESOLUTIONS)}")
+
+
+def get_aspect_ratios_dict_v2(total_pixels, training=False):
+    """``get_aspect_ratios_dict``: {W:H name: (height, width)} for ``total_pixels`` (upstream's arithmetic)."""
+    import math
+
+    D = _v2_compression()
+    out, vertical = {}, {}
+    for ratio in V2_ASPECT_RATIO_LIST:
+        wr, hr = map(float, ratio.split(":"))
+        width = int(math.sqrt(total_pixels * (wr / hr)) // D) * D
+        height = int((total_pixels / width) // D) * D
+        if training:
+            diff = abs(height * width - total_pixels)
+            for h, w in ((height - D, width), (height + D, width), (height, width - D), (height, width + D)):
+                if abs(h * w - total_pixels) < diff:
+                    height, width, diff = h, w, abs(h * w - total_pixels)
+        if (height, width) not in out.values() or not training:
+            out[ratio] = (height, width)
+            vertical[":".join(ratio.split(":")[::-1])] = (width, height)
+    out.update(vertical)
+    return out
+
+
+def round_up_16(x):
+    """``sanitize_sampling_option``: H and W rounded up to multiples of 16."""
+    x = int(x)
+    return (x // 16 + (1 if x % 16 else 0)) * 16
+
+
+def get_image_size_v2(resolution, ar_ratio):
+    """(height, width) of an Open-Sora 2.0 resolution ("256px", "768px") and a W:H aspect-ratio name, rounded up
+    to multiples of 16 as ``sanitize_sampling_option`` does: ("256px", "16:9") -> (192, 336),
+    ("768px", "2.39:1") -> (496, 1184). Unknown names raise ``InferenceInputError`` (upstream: an assert)."""
+    table = get_aspect_ratios_dict_v2(get_num_pixels_v2(resolution), training=False)
+    if ar_ratio not in table:
+        raise InferenceInputError(f"unknown aspect ratio {ar_ratio!r} for Open-Sora 2.0 (W:H names): "
+                                  f"{', '.join(table)}")
+    h, w = table[ar_ratio]
+    return round_up_16(h), round_up_16(w)
+
+
+def check_num_frames_v2(num_frames):
+    """Open-Sora 2.0 samples 4k + 1 frames, at most 129 (the causal VAE: (T - 1) / 4 + 1 latent frames; 1 = an
+    image). Anything else raises ``InferenceInputError`` (upstream silently decodes (T - 1)//4*4 + 1 frames)."""
+    value = get_num_frames(num_frames) if isinstance(num_frames, str) else num_frames
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1 or (value - 1) % 4 \
+            or value > V2_MAX_FRAMES:
+        raise InferenceInputError(f"Open-Sora 2.0 num_frames must be 4k+1 and <= {V2_MAX_FRAMES} (1, 5, 9, ..., 33, "
+                                  f"..., 129), got {num_frames!r}")
+    return int(value)

@@ -19,6 +19,7 @@ SCHEDULERS = {
     "rflow": "schedulers.rf:RFLOW",
     "iddpm": "schedulers.iddpm:IDDPM",
     "dpm-solver": "schedulers.dpm_solver:DPM_SOLVER",
+    "flow-matching": "schedulers.flow_matching:FlowMatching",   # Open-Sora 2.0
 }
 
 
@@ -66,6 +67,13 @@ RECIPES: Dict[str, Recipe] = {
     "v1.2": Recipe("v1.2", "stdit3", "pipeline", "rflow",
                    dict(num_sampling_steps=30, num_timesteps=1000, cfg_scale=7.0, use_timestep_transform=True),
                    latent_chunks=True, small_vae="OpenSoraVAE_V1_2-S", video_kl_micro_batch=None),
+    # Open-Sora 2.0 (main:scripts/diffusion/inference.py, configs/diffusion/inference/256px.py): its own flow
+    # (cond types, T5 + CLIP, suffixes), so its pipeline is opensora_dual.pipelines.opensora_v2
+    "v2.0": Recipe("v2.0", "mmdit", "hunyuan_vae", "flow-matching",
+                   dict(num_sampling_steps=50, guidance=7.5, guidance_img=3.0, text_osci=True, image_osci=True,
+                        scale_temporal_osci=True, shift=True, method="i2v", is_causal_vae=True),
+                   multi_resolution=False, conditioning=False, score_suffixes=False, small_vae="HunyuanVAE-S",
+                   video_kl_micro_batch=None),
 }
 
 
