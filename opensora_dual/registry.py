@@ -55,6 +55,25 @@ def load_presets(filename: str) -> Dict[str, Dict[str, Any]]:
             for name, kw in data.items()}
 
 
+def kwargs_from_json(cfg: dict, fields, tuple_keys=()) -> Dict[str, Any]:
+    """Constructor kwargs from a config.json: the ``fields`` present in ``cfg``, JSON lists -> tuples for
+    ``tuple_keys`` (the families' ``config_from_json``)."""
+    kwargs = {k: cfg[k] for k in fields if k in cfg}
+    for k in tuple_keys:
+        if kwargs.get(k) is not None:
+            kwargs[k] = tuple(kwargs[k])
+    return kwargs
+
+
+def json_from_kwargs(defaults: dict, kwargs: dict, **meta) -> Dict[str, Any]:
+    """A config.json: ``defaults`` updated by ``kwargs``, tuples as JSON lists, then the ``meta`` keys
+    (model_type, architectures, ...) (the families' ``config_to_json``)."""
+    cfg = {**defaults, **kwargs}
+    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    cfg.update(meta)
+    return cfg
+
+
 _FAMILIES: Dict[str, Family] = {}
 _PRESETS: Dict[str, Tuple[str, Dict[str, Any]]] = {}
 

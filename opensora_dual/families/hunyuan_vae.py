@@ -9,7 +9,7 @@ Presets: ``configs/vae/hunyuan_vae.yaml`` (data, shared by both backends).
 import math
 import os
 
-from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.registry import Family, json_from_kwargs, load_presets, register
 
 # upstream AutoEncoder3DConfig fields and defaults (main:opensora/models/hunyuan_vae/autoencoder_kl_causal_3d.py)
 CONFIG_DEFAULTS = dict(
@@ -69,11 +69,8 @@ def config_from_json(cfg: dict) -> dict:
 
 
 def config_to_json(kwargs: dict) -> dict:
-    cfg = dict(CONFIG_DEFAULTS)
-    cfg.update(kwargs)
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    cfg.update(model_type="AutoencoderKLCausal3D", _class_name="AutoencoderKLCausal3D")
-    return cfg
+    return json_from_kwargs(CONFIG_DEFAULTS, kwargs, model_type="AutoencoderKLCausal3D",
+                            _class_name="AutoencoderKLCausal3D")
 
 
 def example_inputs(kwargs: dict, rng, batch=1, frames=5, height=16, width=16):

@@ -15,7 +15,7 @@ fuse_groups(keys))`` followed by the same dialects.
 """
 import re
 
-from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.registry import Family, json_from_kwargs, kwargs_from_json, load_presets, register
 
 # MMDiTConfig fields (minus the loader fields from_pretrained / cache_dir) with the Open-Sora 2.0 values
 # (configs/diffusion/inference/256px.py) where upstream has no default.
@@ -29,19 +29,12 @@ PRESETS = load_presets("mmdit.yaml")
 
 
 def config_from_json(cfg: dict) -> dict:
-    kwargs = {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
-    for k in ("axes_dim", "grad_ckpt_settings"):
-        if kwargs.get(k) is not None:
-            kwargs[k] = tuple(kwargs[k])
-    return kwargs
+    return kwargs_from_json(cfg, CONFIG_DEFAULTS, ("axes_dim", "grad_ckpt_settings"))
 
 
 def config_to_json(kwargs: dict) -> dict:
-    cfg = dict(CONFIG_DEFAULTS)
-    cfg.update(kwargs)
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    cfg.update(model_type="MMDiT", architectures=["MMDiTModel"], torch_dtype="float32")
-    return cfg
+    return json_from_kwargs(CONFIG_DEFAULTS, kwargs, model_type="MMDiT", architectures=["MMDiTModel"],
+                            torch_dtype="float32")
 
 
 def example_inputs(kwargs: dict, rng, batch=2, frames=2, height=4, width=6, text_len=8, cond=None,

@@ -10,7 +10,7 @@ model's own tables. PixArt-alpha initialisation (``--init-from pixart``) uses th
 ``blocks.`` stays ``blocks.``, the 2D patch weight gains a time axis, PixArt's ``pos_embed`` is dropped,
 ``y_embedding`` is resized, and the temporal attentions (``attn_temp.*``) are initialised fresh.
 """
-from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.registry import Family, json_from_kwargs, kwargs_from_json, load_presets, register
 from opensora_dual.families.stdit3 import caption_mask
 
 # STDiT constructor arguments (upstream v1.0 defaults) that a config.json carries. ``dtype`` is left out:
@@ -28,21 +28,15 @@ DERIVED_KEYS = ("pos_embed", "pos_embed_temporal")
 
 
 def config_from_json(cfg: dict) -> dict:
-    kwargs = {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
+    kwargs = kwargs_from_json(cfg, CONFIG_DEFAULTS, ("input_size", "patch_size"))
     if "enable_flash_attn" in cfg and "enable_flashattn" not in cfg:  # v1.2 spelling
         kwargs["enable_flashattn"] = cfg["enable_flash_attn"]
-    for k in ("input_size", "patch_size"):
-        if k in kwargs and kwargs[k] is not None:
-            kwargs[k] = tuple(kwargs[k])
     return kwargs
 
 
 def config_to_json(kwargs: dict) -> dict:
-    cfg = dict(CONFIG_DEFAULTS)
-    cfg.update({k: v for k, v in kwargs.items() if k != "dtype"})
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    cfg.update(model_type="STDiT", architectures=["STDiT"], torch_dtype="float32")
-    return cfg
+    return json_from_kwargs(CONFIG_DEFAULTS, {k: v for k, v in kwargs.items() if k != "dtype"},
+                            model_type="STDiT", architectures=["STDiT"], torch_dtype="float32")
 
 
 def example_inputs(kwargs: dict, rng, batch=2, text_mask=True, text_len=None, mask_batch=None):

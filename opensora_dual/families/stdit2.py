@@ -1,6 +1,6 @@
 """STDiT2 (Open-Sora 1.1), ``v1.1.0:opensora/models/stdit/stdit2.py``; releases
 ``hpcai-tech/OpenSora-STDiT-v2-stage2`` and ``-stage3`` (config.json + model.safetensors, ``model_type`` "STDiT2")."""
-from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.registry import Family, json_from_kwargs, load_presets, register
 from opensora_dual.families.stdit3 import caption_mask, first_frame_conditioned
 
 # upstream STDiT2Config's fields and ITS defaults: what Hugging Face's from_pretrained uses for a key the
@@ -42,10 +42,8 @@ def config_to_json(kwargs: dict) -> dict:
     unknown = set(kwargs) - set(CONSTRUCTOR_DEFAULTS)
     if unknown:
         raise ValueError(f"not STDiT2Config fields: {sorted(unknown)}")
-    cfg = {**CONSTRUCTOR_DEFAULTS, **kwargs}
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    cfg.update({k: (list(v) if isinstance(v, list) else v) for k, v in RELEASE_META.items()})
-    return cfg
+    return json_from_kwargs(CONSTRUCTOR_DEFAULTS, kwargs,
+                            **{k: (list(v) if isinstance(v, list) else v) for k, v in RELEASE_META.items()})
 
 
 def example_inputs(kwargs: dict, rng, batch=2, frames=3, height=5, width=7, text_mask=True, x_mask=True,

@@ -1,5 +1,5 @@
 """STDiT3 (Open-Sora 1.2), ``v1.2.0:opensora/models/stdit/stdit3.py``; release ``hpcai-tech/OpenSora-STDiT-v3``."""
-from opensora_dual.registry import Family, load_presets, register
+from opensora_dual.registry import Family, json_from_kwargs, kwargs_from_json, load_presets, register
 
 # STDiT3Config fields, with upstream defaults (facts section 11: the release config.json carries these).
 CONFIG_DEFAULTS = dict(
@@ -15,19 +15,12 @@ PRESETS = load_presets("stdit3.yaml")
 
 
 def config_from_json(cfg: dict) -> dict:
-    kwargs = {k: cfg[k] for k in CONFIG_DEFAULTS if k in cfg}
-    for k in ("input_size", "patch_size"):
-        if k in kwargs and kwargs[k] is not None:
-            kwargs[k] = tuple(kwargs[k])
-    return kwargs
+    return kwargs_from_json(cfg, CONFIG_DEFAULTS, ("input_size", "patch_size"))
 
 
 def config_to_json(kwargs: dict) -> dict:
-    cfg = dict(CONFIG_DEFAULTS)
-    cfg.update(kwargs)
-    cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    cfg.update(model_type="STDiT3", architectures=["STDiT3"], torch_dtype="float32", transformers_version="4.36.2")
-    return cfg
+    return json_from_kwargs(CONFIG_DEFAULTS, kwargs, model_type="STDiT3", architectures=["STDiT3"],
+                            torch_dtype="float32", transformers_version="4.36.2")
 
 
 def caption_mask(length: int, batch: int):
