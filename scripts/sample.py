@@ -631,20 +631,11 @@ class Runner:
             raise InferenceInputError(str(e)) from None
         self.scheduler = dict(merged, type=kind)   # what the pipeline builds (the recipe's defaults included)
         self.steps = _int_key(self.scheduler, "num_sampling_steps", 1)
-        self.dtype = cfg.get("dtype", "fp32")
-        if self.dtype not in ("fp32", "fp16", "bf16"):
-            raise InferenceInputError(f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
-        if self.dtype == "bf16" and self.backend == "ms":
-            from ms_impl.device import on_ascend
-
-            if not on_ascend():
-                raise InferenceInputError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels "
-                                          "on CPU; use --dtype fp32 or fp16 (or --backend pt)")
+        self.dtype = self.checked_dtype(cfg)
         self.stages = cfg.get("stages", 1)
         if self.stages not in (1, 3):
             raise InferenceInputError(f"stages must be 1 or 3, got {self.stages!r}")
-        if cfg.get("noise") not in ("numpy", "torch"):
-            raise InferenceInputError(f"noise must be numpy or torch, got {cfg.get('noise')!r}")
+        self.check_noise(cfg)
         self.verbose = _int_key(cfg, "verbose", 0)
         self.cache = cfg.get("text_embeddings")
         if self.cache and not os.path.isdir(self.cache):
@@ -652,6 +643,28 @@ class Runner:
 
     def guidance_text(self):
         return f"cfg {self.scheduler.get('cfg_scale')}"
+
+    def checked_dtype(self, cfg):
+        """The compute dtype; bf16 on the MindSpore backend only on Ascend (no bf16 matmul/softmax on CPU)."""
+        from opensora_dual.inference import InferenceInputError
+
+        dtype = cfg.get("dtype", "fp32")
+        if dtype not in ("fp32", "fp16", "bf16"):
+            raise InferenceInputError(f"dtype must be fp32, fp16 or bf16, got {dtype!r}")
+        if dtype == "bf16" and self.backend == "ms":
+            from ms_impl.device import on_ascend
+
+            if not on_ascend():
+                raise InferenceInputError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels "
+                                          "on CPU; use --dtype fp32 or fp16 (or --backend pt)")
+        return dtype
+
+    @staticmethod
+    def check_noise(cfg):
+        from opensora_dual.inference import InferenceInputError
+
+        if cfg.get("noise") not in ("numpy", "torch"):
+            raise InferenceInputError(f"noise must be numpy or torch, got {cfg.get('noise')!r}")
 
     def call_kwargs(self):
         c = self.cfg
@@ -1121,20 +1134,11 @@ class RunnerV2(Runner):
                               **{k: so[k] for k in ("guidance", "guidance_img", "text_osci", "image_osci",
                                                     "scale_temporal_osci", "shift", "flow_shift") if k in so})
         self.steps = _int_key(self.scheduler, "num_sampling_steps", 1)
-        self.dtype = cfg.get("dtype", "fp32")
-        if self.dtype not in ("fp32", "fp16", "bf16"):
-            raise InferenceInputError(f"dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
-        if self.dtype == "bf16" and self.backend == "ms":
-            from ms_impl.device import on_ascend
-
-            if not on_ascend():
-                raise InferenceInputError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels "
-                                          "on CPU; use --dtype fp32 or fp16 (or --backend pt)")
+        self.dtype = self.checked_dtype(cfg)
         self.stages = cfg.get("stages", 1)
         if self.stages != 1:
             raise InferenceInputError("--stages 3 is for Open-Sora 1.x; 2.0 runs in one stage")
-        if cfg.get("noise") not in ("numpy", "torch"):
-            raise InferenceInputError(f"noise must be numpy or torch, got {cfg.get('noise')!r}")
+        self.check_noise(cfg)
         self.verbose = _int_key(cfg, "verbose", 0)
         self.cache = None
         if cfg.get("text_embeddings"):
