@@ -46,20 +46,24 @@ def assets(tmp_path_factory):
     return out
 
 
-_PIPES = {}
+@pytest.fixture(scope="module")
+def loaded():
+    """(reference, port) pipelines per (release, sampler setting), loaded once in this file, freed after it."""
+    cache = {}
+    yield cache
+    cache.clear()
 
 
-def pipes(assets, release, scheduler=None):
-    """(reference, port) pipelines of a release, loaded once per sampler setting."""
+def pipes(assets, release, scheduler=None, cache=None):
     from ms_impl.pipelines.opensora import OpenSoraPipeline as MsPipeline
     from pt_reference.pipelines.opensora import OpenSoraPipeline as PtPipeline
 
     sched = dict(num_sampling_steps=STEPS, **(scheduler or {}))
     key = (release, tuple(sorted(sched.items())))
-    if key not in _PIPES:
-        _PIPES[key] = (PtPipeline.from_pretrained(assets[release], scheduler=sched),
-                       MsPipeline.from_pretrained(assets[release], scheduler=sched))
-    return _PIPES[key]
+    if key not in cache:
+        cache[key] = (PtPipeline.from_pretrained(assets[release], scheduler=sched),
+                      MsPipeline.from_pretrained(assets[release], scheduler=sched))
+    return cache[key]
 
 
 def _cases(a):
@@ -87,9 +91,9 @@ CASE_NAMES = ["v1.0-iddpm-t2v", "v1.0-dpm-solver-t2v", "v1.1-iddpm-t2v", "v1.1-i
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
-def test_sampling_v1_0_v1_1_fp32(name, assets):
+def test_sampling_v1_0_v1_1_fp32(name, assets, loaded):
     release, sched, case = next(c for c in _cases(assets) if c[2].name == name)
-    pt, port = pipes(assets, release, sched)
+    pt, port = pipes(assets, release, sched, loaded)
     assert pt.recipe.name == release and port.recipe.name == release
     res = run_sampling_case(case, pt, port)
     report = format_sampling_result(res)
@@ -104,19 +108,19 @@ def test_sampling_v1_0_v1_1_fp32(name, assets):
         assert len({r.call for r in res.steps}) == 2
 
 
-def test_v1_0_refuses_references(assets):
+def test_v1_0_refuses_references(assets, loaded):
     from opensora_dual.inference import InferenceInputError
 
-    pt, _ = pipes(assets, "v1.0")
+    pt, _ = pipes(assets, "v1.0", cache=loaded)
     with pytest.raises(InferenceInputError, match="text-to-video only"):
         pt(["a cat"], image_size=V1_0["image_size"], num_frames=V1_0["num_frames"], reference_path=[assets["image"]],
            mask_strategy=["0"], progress=False)
 
 
-def test_v1_1_fp16_teacher_forced(assets):
+def test_v1_1_fp16_teacher_forced(assets, loaded):
     from ms_impl.pipelines.opensora import OpenSoraPipeline as MsPipeline
 
-    pt, _ = pipes(assets, "v1.1")
+    pt, _ = pipes(assets, "v1.1", cache=loaded)
     ms16 = MsPipeline.from_pretrained(assets["v1.1"], scheduler=dict(num_sampling_steps=STEPS), dtype="fp16")
     _, _, case = next(c for c in _cases(assets) if c[2].name == "v1.1-iddpm-i2v")
     case = SamplingCase(case.name, case.prompts, case.kwargs, dtype="fp16", free_running=False)
