@@ -38,6 +38,11 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_vae.py --frames 17 --size 32
 	$(VPY) benchmarks/bench_sampling.py
 	$(VPY) benchmarks/bench_train.py
+	$(VPY) benchmarks/bench_dit.py --models mmdit --configs small,mid --warmup 1 --repeat 3
+	$(VPY) benchmarks/bench_sampling.py --part steps --samplers flow_matching --steps 3 --mid-steps 2
+	$(VPY) benchmarks/bench_vae.py --vae hunyuan --model HunyuanVAE-S --frames 17 --size 64
+	$(VPY) benchmarks/bench_vae.py --vae dc_ae --model DC-AE-S --frames 16 --size 64
+	$(VPY) benchmarks/bench_convert.py --model OpenSora-v2-MMDiT --dtype bf16 --no-cast
 
 clean:
 	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis

@@ -8,11 +8,13 @@ is given ``--model``), the position tables included as upstream's state dict has
 Writes the release streaming from the meta-device model's shapes (random data, one tensor in memory at a time;
 the .pth: ``torch.save`` of FakeTensors under ``torch.serialization.skip_data`` lays out the zip with empty
 storage records, whose offsets a ``map_location="meta"`` load gives, and each tensor's bytes are then
-``pwrite`` there), times a plain file copy of the weights file and the conversion (``python -m converters
+``pwrite`` there; ``--model OpenSora-v2-MMDiT``: a bare ``Open_Sora_v2.safetensors`` as upstream ships it, 11.89B
+parameters, 47.6 GB in fp32 / 23.8 GB with ``--dtype bf16``; converted with ``--model``), times a plain file copy of the weights file and the conversion (``python -m converters
 convert`` in a child process that reports its own peak RSS, VmHWM), spot-checks the output, prints the numbers
 and deletes the big files. Goals: peak RSS <= 1.5 GB, time <= 2x the copy. Numbers only, no pass/fail.
 
-    python benchmarks/bench_convert.py [--workdir DIR] [--model STDiT3-XL/2|STDiT2-XL/2|STDiT-XL/2] [--keep]
+    python benchmarks/bench_convert.py [--workdir DIR] [--model STDiT3-XL/2|STDiT2-XL/2|STDiT-XL/2|OpenSora-v2-MMDiT]
+                                       [--dtype fp32|bf16] [--no-cast] [--keep]
 """
 import argparse
 import json
@@ -28,17 +30,18 @@ sys.path.insert(0, REPO)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# family: (release name, flat .pth?)
-RELEASES = {"stdit3": ("OpenSora-STDiT-v3", False), "stdit2": ("OpenSora-STDiT-v2-stage3", False),
-            "stdit": ("OpenSora-v1-16x256x256.pth", True)}
+# family: (release name, layout): "folder" = config.json + model.safetensors, "pth" = a flat torch.save state
+# dict, "safetensors" = a bare .safetensors file (no config.json)
+RELEASES = {"stdit3": ("OpenSora-STDiT-v3", "folder"), "stdit2": ("OpenSora-STDiT-v2-stage3", "folder"),
+            "stdit": ("OpenSora-v1-16x256x256.pth", "pth"), "mmdit": ("Open_Sora_v2.safetensors", "safetensors")}
 
 
 def release_layout(preset):
-    """-> (release name, is a flat .pth) of the preset's family."""
+    """-> (release name, layout) of the preset's family."""
     from opensora_dual import registry
 
     fam, _ = registry.resolve(preset)
-    return RELEASES.get(fam.name, (fam.name + "-release", False))
+    return RELEASES.get(fam.name, (fam.name + "-release", "folder"))
 
 
 def _random(rng, shape):
@@ -83,8 +86,17 @@ def write_pth(path, spec, rng):
     del loaded
 
 
-def write_release(path, preset):
-    """The synthetic release at ``path`` (a folder, or the .pth file for STDiT); -> number of tensors."""
+def _bf16_bits(a):
+    """fp32 ndarray -> bf16 bit patterns (uint16, round to nearest even), as safetensors stores BF16."""
+    import numpy as np
+
+    u = a.view(np.uint32)
+    return ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+
+
+def write_release(path, preset, dtype="fp32"):
+    """The synthetic release at ``path`` (a folder, the .pth file for STDiT, the bare .safetensors for MMDiT);
+    ``dtype`` bf16 writes the floating tensors as BF16 (safetensors layouts only); -> number of tensors."""
     import numpy as np
 
     from converters.spec import spec_for
@@ -94,17 +106,25 @@ def write_release(path, preset):
     fam, kwargs = registry.resolve(preset)
     spec = spec_for(fam, kwargs, origin=preset)
     rng = np.random.default_rng(0)
-    if release_layout(preset)[1]:
+    layout = release_layout(preset)[1]
+    if layout == "pth":
+        if dtype != "fp32":
+            raise ValueError("the synthetic .pth is fp32 only")
         write_pth(path, spec, rng)
         return len(spec.params)
-    folder = path
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(fam.config_to_json(kwargs), f, indent=2)
-    w = SafetensorsWriter(os.path.join(folder, "model.safetensors"),
-                          [(k, p.dtype, p.shape) for k, p in spec.params.items()], {"format": "pt"})
+    if layout == "safetensors":
+        st = path
+    else:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w") as f:
+            json.dump(fam.config_to_json(kwargs), f, indent=2)
+        st = os.path.join(path, "model.safetensors")
+    bf16 = dtype == "bf16"
+    dts = {k: ("BF16" if bf16 and p.dtype == "F32" else p.dtype) for k, p in spec.params.items()}
+    w = SafetensorsWriter(st, [(k, dts[k], p.shape) for k, p in spec.params.items()], {"format": "pt"})
     for k, p in spec.params.items():
-        w.write(k, _random(rng, p.shape).astype(np.float32, copy=False))
+        a = _random(rng, p.shape)
+        w.write(k, _bf16_bits(a) if dts[k] == "BF16" else a.astype(np.float32, copy=False))
     w.close()
     return len(spec.params)
 
@@ -162,21 +182,24 @@ def main():
     ap.add_argument("--workdir", default=None, help="where the big files go (default: a temp dir in /tmp)")
     ap.add_argument("--model", default="STDiT3-XL/2")
     ap.add_argument("--keep", action="store_true", help="keep the big files")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="floating dtype of the synthetic release (bf16: half the disk; safetensors layouts only)")
     ap.add_argument("--no-cast", dest="cast", action="store_false",
                     help="skip the second run (--dtype fp16, the read/cast/write path)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench_convert_", dir=args.workdir)
     try:
-        name, flat = release_layout(args.model)
+        name, layout = release_layout(args.model)
         folder = os.path.join(work, name)
         t0 = time.perf_counter()
-        n = write_release(folder, args.model)
-        st = folder if flat else os.path.join(folder, "model.safetensors")
+        n = write_release(folder, args.model, args.dtype)
+        st = os.path.join(folder, "model.safetensors") if layout == "folder" else folder
         size = os.path.getsize(st)
-        kind = "flat .pth (torch.save state dict)" if flat else "release folder (config.json + model.safetensors)"
-        print(f"synthetic {args.model} {kind} {name}: {n} tensors, {size / 1e9:.2f} GB "
-              f"(written in {time.perf_counter() - t0:.1f} s)")
-        model_arg = ["--model", args.model] if flat else []   # a .pth has no config.json
+        kind = {"pth": "flat .pth (torch.save state dict)", "folder": "release folder (config.json + "
+                "model.safetensors)", "safetensors": "bare .safetensors (no config.json)"}[layout]
+        print(f"synthetic {args.model} {kind} {name}: {n} tensors, {args.dtype}, {size / 1e9:.2f} GB "
+              f"(written in {time.perf_counter() - t0:.1f} s; free disk {shutil.disk_usage(work).free / 1e9:.0f} GB)")
+        model_arg = ["--model", args.model] if layout != "folder" else []   # no config.json to read
         copies = []
 
         def copy_once():

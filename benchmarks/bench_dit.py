@@ -1,10 +1,10 @@
-"""DiT forward time (STDiT3, STDiT2, STDiT): PyTorch eager vs MindSpore PyNative vs MindSpore graph (ms.jit), with
+"""DiT forward time (STDiT3, STDiT2, STDiT, Open-Sora 2.0 MMDiT): PyTorch eager vs MindSpore PyNative vs MindSpore graph (ms.jit), with
 MS/PT ratios.
 
 Prints numbers, never pass/fail. Medians over ``--repeat`` runs after ``--warmup`` runs; the first graph-mode
 call (compile) is reported separately. The machine is noisy (2 shared cores): read the ratios.
 
-    .venv/bin/python benchmarks/bench_dit.py [--models stdit3,stdit2,stdit] [--configs small,mid] [--repeat 5]
+    .venv/bin/python benchmarks/bench_dit.py [--models stdit3,stdit2,stdit,mmdit] [--configs small,mid] [--repeat 5]
 
 Configs, the same for every model (``config(family, name)``; ``bench_sampling.py`` and ``bench_train.py`` use
 them too): ``small`` = the family's S/2 preset on a 3x16x16 latent with 16 caption tokens; ``mid`` = the XL/2
@@ -12,6 +12,13 @@ preset at depth 4 / hidden 576 / 8 heads / 1024 caption channels / 120 tokens on
 (Open-Sora 1.0) has a fixed ``input_size``: it is set to the latent. STDiT2 gets v1.1's size conditioning
 (num_frames, height, width, ar, fps) and an x_mask; STDiT3 its fps/height/width and x_mask (the families'
 ``example_inputs``, batch 1, every caption token but the last valid).
+
+MMDiT (``mmdit``, Open-Sora 2.0) has its own table (``FAMILY_MID`` / ``FAMILY_LATENTS``): ``small`` = ``MMDiT-S``
+on a packed 2x8x8 latent (32 tokens) with 16 text tokens; ``mid`` = ``OpenSora-v2-MMDiT`` (release layout:
+separate q/k/v, liger RoPE, cond_in, T5 4096 / CLIP 768 inputs) at 2 double + 2 single blocks, hidden 768,
+8 heads (head_dim 96, axes_dim 16/40/40) on an 8x32x32 latent (HunyuanVideo VAE, 16 channels packed 2x2:
+2048 image tokens, a 256px-like clip of 29 frames) with 120 text tokens; i2v ``cond`` on (the family's
+``example_inputs``: first latent frame given), batch 1.
 """
 import argparse
 import inspect
@@ -30,16 +37,21 @@ PRESETS = {  # family: (small preset, mid preset)
     "stdit3": ("STDiT3-S/2", "STDiT3-XL/2"),
     "stdit2": ("STDiT2-S/2", "STDiT2-XL/2"),
     "stdit": ("STDiT-S/2", "STDiT-XL/2"),
+    "mmdit": ("MMDiT-S", "OpenSora-v2-MMDiT"),
 }
 MID = dict(depth=4, hidden_size=576, num_heads=8, caption_channels=1024, model_max_length=120)
 LATENTS = {"small": ((3, 16, 16), 16), "mid": ((8, 32, 32), 120)}   # latent T x H x W, caption tokens
+# families that differ from the STDiT table: mid overrides, latents (unpacked T x H x W, text tokens)
+FAMILY_MID = {"mmdit": dict(depth=2, depth_single_blocks=2, hidden_size=768, num_heads=8, axes_dim=(16, 40, 40))}
+FAMILY_LATENTS = {"mmdit": {"small": ((2, 8, 8), 16), "mid": ((8, 32, 32), 120)}}
+PACKED = ("mmdit",)   # example_inputs takes the packed token grid (latent / patch_size)
 
 
 def config(family, name):
     """-> (preset, constructor overrides, latent (T, H, W), caption tokens) of config ``name`` for ``family``."""
-    (T, H, W), L = LATENTS[name]
+    (T, H, W), L = FAMILY_LATENTS.get(family, LATENTS)[name]
     preset = PRESETS[family][0 if name == "small" else 1]
-    overrides = dict(MID) if name == "mid" else {}
+    overrides = dict(FAMILY_MID.get(family, MID)) if name == "mid" else {}
     if family == "stdit":   # fixed input size: the latent
         overrides["input_size"] = (T, H, W)
     return preset, overrides, (T, H, W), L
@@ -54,6 +66,9 @@ def example_inputs(family, kwargs, T, H, W, L, batch=1, seed=0):
     fn = get_family(family).extra["example_inputs"]
     params = inspect.signature(fn).parameters
     kw = dict(batch=batch, text_len=L)
+    if family in PACKED:   # the token grid of the packed latent
+        p = kwargs.get("patch_size", 2)
+        H, W = H // p, W // p
     kw.update({k: v for k, v in dict(frames=T, height=H, width=W).items() if k in params})
     return fn(kwargs, np.random.default_rng(seed), **kw)
 
@@ -84,7 +99,7 @@ def bench(family, name, warmup, repeat):
     import converters
 
     converters.pt_to_ms(pt, port)
-    pt_in = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    pt_in = {k: torch.from_numpy(np.array(v)) for k, v in inputs.items()}   # writable copies
     ms_in = {k: ms.Tensor(v) for k, v in inputs.items()}
 
     def run_pt():

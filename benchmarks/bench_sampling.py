@@ -5,7 +5,8 @@ IDDPM v1.1 (+ STDiT2, 1.1), IDDPM v1.0 and DPM-Solver (+ STDiT, 1.0); and one wh
 noisy (2 shared cores): read the ratios, measured in the same run.
 
     .venv/bin/python benchmarks/bench_sampling.py [--part steps|pipeline|all] [--steps 5] [--mid-steps 4]
-        [--repeat 1] [--configs small,mid] [--samplers rflow,iddpm_v1_1,iddpm_v1_0,dpm_solver] [--no-pynative]
+        [--repeat 1] [--configs small,mid] [--samplers rflow,iddpm_v1_1,iddpm_v1_0,dpm_solver,flow_matching]
+        [--no-pynative]
         [--pipeline-steps 10] [--frames 17] [--size 32x48]
 
 --part steps: the schedulers' ``sample`` (B = 1, cfg_scale 7, timestep transform on) with ``--steps`` steps
@@ -14,12 +15,16 @@ call timed (wrapped, output synced; nothing subtracted). "first step" is step 0 
 the first run: for MindSpore graph that is the compile plus one step (the scheduler's ``compile_seconds`` is
 shown too); "median" is the median of all the other steps. Configs are bench_dit's ``small`` (the family's S/2
 preset, latent 3x16x16, 192 tokens) and ``mid`` (the XL/2 preset at depth 4 / hidden 576, ~46M parameters for
-STDiT3, latent 8x32x32, 2048 tokens, 120 caption tokens); random weights (zero-init layers filled) copied
+STDiT3, latent 8x32x32, 2048 tokens, 120 caption tokens); for ``flow_matching`` (Open-Sora 2.0) bench_dit's MMDiT
+table (``MMDiT-S`` on a 2x8x8 latent / ``OpenSora-v2-MMDiT`` at 2+2 blocks, hidden 768, 8 heads on 8x32x32 =
+2048 tokens, 120 text tokens), CFG batch 3 ([prompt; neg; neg], cond [c; c; 0]); random weights (zero-init layers filled) copied
 PT -> MS. The caption mask marks half the tokens valid, like a real prompt (the reference packs the valid
 tokens, the port attends over the padded length with a mask). MindSpore PyNative (``graph=False``) runs at the
-small config only. ``--samplers`` (default all): ``rflow`` (STDiT3, cfg 7, timestep transform), ``iddpm_v1_1``
+small config only. ``--samplers`` (default: the four 1.x samplers): ``rflow`` (STDiT3, cfg 7, timestep transform), ``iddpm_v1_1``
 (STDiT2, v1.1 inference settings: cfg 7 on ``cfg_channel`` 3, float32 schedule, v1.1 size conditioning),
-``iddpm_v1_0`` (STDiT, cfg 7, float64 schedule) and ``dpm_solver`` (STDiT, cfg 4, multistep order 2); IDDPM's
+``iddpm_v1_0`` (STDiT, cfg 7, float64 schedule), ``dpm_solver`` (STDiT, cfg 4, multistep order 2) and
+``flow_matching`` (MMDiT, method i2v, guidance 7.5 / image 3.0 with oscillation and temporal ramp, cond type
+i2v_head with one reference latent frame, shifted schedule: the 256px.py defaults); IDDPM's
 random draws come from ``NumpyNoise`` (the same stream for every implementation); no conditioning mask. Each
 (sampler, config) runs in its own process (a compiled mid graph holds ~3.5 GB until its process ends), so the
 peak RSS column is that process's alone.
@@ -100,7 +105,45 @@ SAMPLERS = {
                    lambda n: dict(num_sampling_steps=n, cfg_scale=7.0, version="v1.0"), None, True),
     "dpm_solver": ("stdit", "DPM-Solver (STDiT)", "schedulers.dpm_solver", "DPM_SOLVER",
                    lambda n: dict(num_sampling_steps=n, cfg_scale=4.0), None, False),
+    # Open-Sora 2.0: method i2v (one forward over [prompt; neg; neg], guidance 7.5 / image 3.0, oscillations and
+    # the temporal ramp on, shift on: the 256px.py defaults), cond type i2v_head with a reference frame
+    "flow_matching": ("mmdit", "Flow matching (MMDiT, i2v)", "schedulers.flow_matching", "FlowMatching",
+                      lambda n: dict(num_sampling_steps=n, guidance=7.5, guidance_img=3.0), None, False),
 }
+
+
+def _stdit_inputs(pt, B, T, H, W, frames, rng):
+    """-> (latent channels, text tokens, valid text tokens, CFG batch, z, y, y_mask, additional_args) for STDiT*."""
+    import numpy as np
+
+    from opensora_dual.inference import prepare_multi_resolution_info
+    from opensora_dual.sampling.noise import NumpyNoise
+
+    L, C = (int(v) for v in pt.y_embedder.y_embedding.shape)
+    z = NumpyNoise(0).randn((B, int(pt.in_channels), T, H, W))
+    y = rng.standard_normal((B, 1, L, C)).astype(np.float32)
+    y_mask = (np.arange(L)[None] < max(1, L // 2)).astype(np.int64).repeat(B, 0)
+    add = None if frames is None else prepare_multi_resolution_info(B, (H * 8, W * 8), frames(T), 24)
+    return int(pt.in_channels), L, L // 2, 2 * B, z, y, y_mask, add
+
+
+def _mmdit_inputs(pt, B, T, H, W, L, rng):
+    """The same for MMDiT + flow matching: noise [B, C, T, H, W] (C = in_channels / patch^2), T5-like text and
+    CLIP-like pooled vectors for the prompt and the negative prompt, one reference latent frame (i2v_head)."""
+    import numpy as np
+
+    from opensora_dual.sampling.noise import NumpyNoise
+
+    p = int(pt.patch_size) if hasattr(pt, "patch_size") else 2
+    c = int(pt.in_channels) // (p * p)
+    txt_dim, vec_dim = int(pt.txt_in.weight.shape[1]), int(pt.vector_in.in_layer.weight.shape[1])
+    z = NumpyNoise(0).randn((B, c, T, H, W)).astype(np.float32)
+    y = rng.standard_normal((B, L, txt_dim)).astype(np.float32)
+    add = dict(y_vec=rng.standard_normal((B, vec_dim)).astype(np.float32),
+               txt_null=rng.standard_normal((1, L, txt_dim)).astype(np.float32),
+               y_vec_null=rng.standard_normal((1, vec_dim)).astype(np.float32), cond_type="i2v_head",
+               ref=rng.standard_normal((B, 1, c, 1, H, W)).astype(np.float32))
+    return c, L, L, 3 * B, z, y, None, add
 
 
 def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
@@ -114,7 +157,6 @@ def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
 
     import converters
     from bench_dit import config  # the same small / mid configs as the forward benchmark
-    from opensora_dual.inference import prepare_multi_resolution_info
     from opensora_dual.registry import build
     from opensora_dual.sampling.noise import NumpyNoise
     from parity_tests.engine import fill_zero_parameters
@@ -123,7 +165,10 @@ def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
     PtSched = getattr(importlib.import_module("pt_reference." + module), cls)
     MsSched = getattr(importlib.import_module("ms_impl." + module), cls)
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
-    preset, overrides, (T, H, W), _ = config(family, name)
+    if family == "mmdit":   # a first mid run (no cap, other jobs running) failed to allocate a 0.9 GB softmax block
+        ms.set_context(max_device_memory="6GB")   # of the joint attention; with the cap it ran. The process peak
+        # RSS is still ~10.7 GB at mid (PT twin + compiled MS graph in one process)
+    preset, overrides, (T, H, W), L = config(family, name)
     torch.manual_seed(0)
     pt = build(preset, "pt", **overrides).eval()
     fill_zero_parameters(pt)
@@ -131,13 +176,12 @@ def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
     port.set_train(False)
     converters.pt_to_ms(pt, port)
 
-    L, C = (int(v) for v in pt.y_embedder.y_embedding.shape)
     B = 1
     rng = np.random.default_rng(0)
-    z = NumpyNoise(0).randn((B, int(pt.in_channels), T, H, W))
-    y = rng.standard_normal((B, 1, L, C)).astype(np.float32)
-    y_mask = (np.arange(L)[None] < max(1, L // 2)).astype(np.int64).repeat(B, 0)
-    add = None if frames is None else prepare_multi_resolution_info(B, (H * 8, W * 8), frames(T), 24)
+    if family == "mmdit":
+        C, L, L_valid, cfg_batch, z, y, y_mask, add = _mmdit_inputs(pt, B, T, H, W, L, rng)
+    else:
+        C, L, L_valid, cfg_batch, z, y, y_mask, add = _stdit_inputs(pt, B, T, H, W, frames, rng)
     sched_kw = sched_kw(steps)
 
     # runs interleaved (PT, MS graph, MS PyNative, PT, ...) so load drift on the shared machine hits all alike
@@ -161,8 +205,8 @@ def bench_steps(name, steps, repeat, pynative, sampler="rflow"):
     params = sum(p.numel() for p in pt.parameters())
     cfg = f"{preset} {overrides}" if overrides else preset
     title = "" if sampler == "rflow" else f"{sampler_label}, "
-    print(f"\n{title}{name}: {cfg}, params {params / 1e6:.1f}M, latent {B}x{int(pt.in_channels)}x{T}x{H}x{W} "
-          f"({tokens} tokens), caption {L} tokens ({L // 2} valid), CFG batch {2 * B}, {steps} steps x "
+    print(f"\n{title}{name}: {cfg}, params {params / 1e6:.1f}M, latent {B}x{C}x{T}x{H}x{W} "
+          f"({tokens} tokens), caption {L} tokens ({L_valid} valid), CFG batch {cfg_batch}, {steps} steps x "
           f"{repeat} run(s), fp32, torch threads {torch.get_num_threads()}; load average {load0:.1f} -> "
           f"{os.getloadavg()[0]:.1f}")
     print(f"  {'implementation':26s} {'first step':>11s} {'median step':>12s} {'MS/PT (median)':>15s} "
@@ -337,8 +381,9 @@ def main():
                     help="sampling steps per run at the mid config (its compile alone takes ~1 min here)")
     ap.add_argument("--repeat", type=int, default=1, help="sample / pipeline runs per implementation")
     ap.add_argument("--configs", default="small,mid", help="--part steps configs (bench_dit's)")
-    ap.add_argument("--samplers", default=",".join(SAMPLERS),
-                    help="--part steps samplers (each with its model family): " + ", ".join(SAMPLERS))
+    ap.add_argument("--samplers", default="rflow,iddpm_v1_1,iddpm_v1_0,dpm_solver",
+                    help="--part steps samplers (each with its model family; default the 1.x ones): "
+                    + ", ".join(SAMPLERS))
     ap.add_argument("--no-pynative", action="store_true", help="skip MindSpore PyNative at the small config")
     ap.add_argument("--pipeline-steps", type=int, default=10)
     ap.add_argument("--frames", type=int, default=17)
