@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_vae.py --vae hunyuan --model HunyuanVAE-S --frames 17 --size 64
 	$(VPY) benchmarks/bench_vae.py --vae dc_ae --model DC-AE-S --frames 16 --size 64
 	$(VPY) benchmarks/bench_convert.py --model OpenSora-v2-MMDiT --dtype bf16 --no-cast
+	$(VPY) benchmarks/cost_model.py
+	$(VPY) benchmarks/cost_model.py --device cpu
 
 clean:
 	rm -rf outputs rank_* kernel_meta .pytest_cache .hypothesis
