@@ -52,15 +52,19 @@ def deep_merge(base, over):
 
 
 def load_config(path, _seen=()):
-    """A YAML config with ``_base_: other.yaml`` (relative to the file) inheritance resolved."""
+    """A YAML config with ``_base_: other.yaml`` (relative to the file) inheritance resolved; a list of bases
+    (``_base_: [256px.yaml, plugins/t2i2v.yaml]``, upstream's mmengine form) merges them in order, then the file."""
     path = os.path.abspath(path)
     if path in _seen:
         raise ConfigError(f"config {path} inherits from itself (_base_ cycle)")
     data = read_yaml(path)
-    base = data.pop("_base_", None)
-    if base:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        data = deep_merge(load_config(base_path, _seen + (path,)), data)
+    bases = data.pop("_base_", None)
+    if bases:
+        merged = {}
+        for base in ([bases] if isinstance(bases, str) else list(bases)):
+            base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+            merged = deep_merge(merged, load_config(base_path, _seen + (path,)))
+        data = deep_merge(merged, data)
     return data
 
 

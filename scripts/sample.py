@@ -1106,13 +1106,25 @@ class RunnerV2(Runner):
         else:
             size = None
         self.image_size = resolve_size_v2(size, so.get("resolution"), so.get("aspect_ratio"))
+        self.aspect_ratio = so.get("aspect_ratio") if size is None else None
         self.num_frames = check_num_frames_v2(so.get("num_frames", 129))
         if so.get("method", "i2v") != "i2v":
-            raise InferenceInputError(f"sampling_option.method {so.get('method')!r}: only i2v (the video model) is "
-                                      f"sampled here; the distilled Flux image step (t2i2v) is not supported")
-        if int(so.get("temporal_reduction", 4)) != 4 or not so.get("is_causal_vae", True):
-            raise InferenceInputError("the HunyuanVideo VAE is causal with temporal reduction 4")
+            raise InferenceInputError(f"sampling_option.method {so.get('method')!r}: the video model samples with "
+                                      f"i2v; the distilled Flux image step runs with use_t2i2v: true")
+        if int(so.get("temporal_reduction", 4)) != 4:
+            raise InferenceInputError("the Open-Sora 2.0 VAEs (HunyuanVideo VAE, video DC-AE) reduce time by 4")
         self.cond_type = str(cfg.get("cond_type") or "t2v")
+        # t2i2v (plugins/t2i2v.py): the Flux image model makes the first frame at img_resolution
+        self.t2i2v = bool(cfg.get("use_t2i2v", False))
+        self.img_resolution = str(cfg.get("img_resolution") or "768px")
+        self.offload = bool(cfg.get("offload_model", False))
+        if self.t2i2v:
+            from opensora_dual.pipelines.opensora_v2 import t2i_image_size
+
+            t2i_image_size(self.img_resolution, self.aspect_ratio, self.image_size)   # bad names fail here
+            if self.cond_type != "t2v":
+                raise InferenceInputError(f"use_t2i2v makes the first frame itself (i2v_head); cond_type "
+                                          f"{self.cond_type!r} cannot be combined with it")
         if self.cond_type not in COND_TYPES:
             raise InferenceInputError(f"unknown cond_type {self.cond_type!r}; one of {', '.join(COND_TYPES)}")
         if cfg.get("ref") is not None:
@@ -1132,7 +1144,8 @@ class RunnerV2(Runner):
         steps = so.get("num_steps", 50)
         self.scheduler = dict(type="flow-matching", num_sampling_steps=steps,
                               **{k: so[k] for k in ("guidance", "guidance_img", "text_osci", "image_osci",
-                                                    "scale_temporal_osci", "shift", "flow_shift") if k in so})
+                                                    "scale_temporal_osci", "shift", "flow_shift", "is_causal_vae")
+                                 if k in so})
         self.steps = _int_key(self.scheduler, "num_sampling_steps", 1)
         self.dtype = self.checked_dtype(cfg)
         self.stages = cfg.get("stages", 1)
@@ -1146,12 +1159,17 @@ class RunnerV2(Runner):
 
     def guidance_text(self):
         s = self.scheduler
-        return (f"guidance {s.get('guidance', 7.5)} / image {s.get('guidance_img', 3.0)}, cond {self.cond_type}, "
+        cond = f"t2i2v (Flux image at {self.img_resolution})" if self.t2i2v else self.cond_type
+        return (f"guidance {s.get('guidance', 7.5)} / image {s.get('guidance_img', 3.0)}, cond {cond}, "
                 f"fps {self.fps}, motion score {self.motion_score}")
 
     def call_kwargs(self):
-        return dict(image_size=self.image_size, num_frames=self.num_frames, fps=self.fps,
-                    motion_score=self.motion_score, cond_type=self.cond_type, progress=self.verbose >= 2)
+        kw = dict(image_size=self.image_size, num_frames=self.num_frames, fps=self.fps,
+                  motion_score=self.motion_score, cond_type=self.cond_type, progress=self.verbose >= 2)
+        if self.t2i2v:
+            kw.update(t2i2v=True, image_resolution=self.img_resolution, aspect_ratio=self.aspect_ratio,
+                      offload=self.offload)
+        return kw
 
     def pipeline_class(self):
         if self.backend == "ms":
@@ -1181,10 +1199,13 @@ class RunnerV2(Runner):
         if folder and not os.path.isdir(folder):
             raise InferenceInputError(f"pipeline folder not found: {folder}")
         out = {}
-        for name, (ours, upstream), what in (("model", ("model", "model"), "diffusion model"),
-                                             ("vae", ("vae", "ae"), "VAE"),
-                                             ("text_encoder", ("text_encoder", "t5"), "T5 text encoder"),
-                                             ("clip", ("clip", "clip"), "CLIP text encoder")):
+        parts = [("model", ("model", "model"), "diffusion model"), ("vae", ("vae", "ae"), "VAE"),
+                 ("text_encoder", ("text_encoder", "t5"), "T5 text encoder"),
+                 ("clip", ("clip", "clip"), "CLIP text encoder")]
+        if self.t2i2v:
+            parts += [("image_model", ("image_model", "img_flux"), "Flux image model (img_flux)"),
+                      ("image_vae", ("image_vae", "img_flux_ae"), "Flux autoencoder (img_flux_ae)")]
+        for name, (ours, upstream), what in parts:
             key, section = self.section(ours, upstream)
             explicit = f"{key}.from_pretrained" in self.cli_keys
             if folder and not explicit:
@@ -1195,7 +1216,7 @@ class RunnerV2(Runner):
             if path is None:
                 raise InferenceInputError(f"no {what} weights: pass --pipeline-folder or --{key}.from_pretrained")
             out[name] = path
-            if name in ("model", "vae"):
+            if name in ("model", "vae", "image_model", "image_vae"):
                 preset = section.get("type")
                 bare = os.path.isfile(path)
                 if bare and not _is_preset(preset):
@@ -1213,27 +1234,46 @@ class RunnerV2(Runner):
         if self.pipe is None:
             t0 = time.perf_counter()
             c = self.comp
+            image = {}
+            if self.t2i2v:
+                image = dict(image_model=c["image_model"], image_vae=c["image_vae"],
+                             image_model_preset=c["image_model_preset"], image_vae_preset=c["image_vae_preset"],
+                             lazy=("image_model", "image_vae") if self.offload else ())
             self.pipe = self.pipeline_class().from_pretrained(
                 None, model=c["model"], vae=c["vae"], text_encoder=c["text_encoder"], clip=c["clip"],
                 tokenizer=c["text_encoder_tokenizer"], clip_tokenizer=c["clip_tokenizer"],
                 model_preset=c["model_preset"], vae_preset=c["vae_preset"], scheduler=self.scheduler,
-                dtype=self.dtype)
+                dtype=self.dtype, **image)
             self.bar_write(f"loaded the {self.backend} Open-Sora 2.0 pipeline in {time.perf_counter() - t0:.1f} s")
         return self.pipe
 
     def pay_noise_debt(self):
-        """2.0 draws only the starting latent per batch."""
+        """2.0 draws only the starting latent per batch (t2i2v: also the image's, from its own stream)."""
         if not self.debt:
             return
         shape = (self.pipe.latent_channels, *self.pipe.latent_size(self.num_frames, self.image_size))
         for b in self.debt:
             self.noise.randn((b, *shape))
+        if self.t2i2v:
+            from opensora_dual.pipelines.opensora_v2 import t2i_image_size
+
+            ip = self.pipe.image_pipeline(self.steps)
+            ishape = (ip.latent_channels, *ip.latent_size(1, t2i_image_size(self.img_resolution, self.aspect_ratio,
+                                                                             self.image_size)))
+            for b in self.debt:
+                self.image_noise.randn((b, *ishape))
         self.debt = []
 
     def sample(self, unit, **extra):
         if self.noise is None:
             self.noise = self.noise_source()
+            # upstream seeds the image step's generator with the video's seed: its own stream, same seed
+            self.image_noise = self.noise_source() if self.t2i2v else None
         self.pay_noise_debt()
+        if self.t2i2v:
+            # upstream: <save_dir>/<sub_dir>/generated_condition/<name>.png, the i2v_head reference
+            extra.update(image_noise=self.image_noise, condition_paths=[
+                os.path.join(os.path.dirname(b), "generated_condition", os.path.basename(b)) for b in unit.bases])
         return self.pipe(unit.prompts, reference_path=unit.refs, noise=self.noise, **self.call_kwargs(), **extra)
 
 

@@ -98,3 +98,42 @@ def test_v2_config_sizes():
         so = load_config(os.path.join(ROOT, "configs", "opensora-v2-0", "inference", f"{name}.yaml"))["sampling_option"]
         assert get_image_size_v2(so["resolution"], so["aspect_ratio"]) == size and so["num_frames"] == 129
     assert get_image_size_v2("256px", "9:16") == (336, 192) and get_image_size_v2("768px", "2.39:1") == (496, 1184)
+
+
+def test_t2i2v_config_both_backends(tmp_path):
+    """t2i2v_256px.yaml (upstream's 256px + plugins/t2i2v): the Flux image parts come from the pipeline folder's
+    image_model/ and image_vae/; the first frame is made at --img-resolution, saved under generated_condition/
+    and used as the i2v_head reference. Both backends make the same condition image and the same one-frame
+    sample."""
+    from PIL import Image
+
+    from pt_reference.pipelines.opensora_v2 import write_random_pipeline
+
+    write_random_pipeline(str(tmp_path / "pipe"), image_model="Flux-S", image_vae="FluxAE-S")
+    t2i2v = os.path.join(ROOT, "configs", "opensora-v2-0", "inference", "t2i2v_256px.yaml")
+    outs = {}
+    for backend in ("pt", "ms"):
+        out = str(tmp_path / backend)
+        p = run(backend, "--config", t2i2v, "--pipeline-folder", str(tmp_path / "pipe"), "--save-dir", out,
+                "--prompt", PROMPTS[0], "--image-size", 32, 48, "--num-frames", 1, "--img-resolution", "64px")
+        assert "t2i2v (Flux image at 64px)" in p.stdout and "1 written" in p.stdout
+        names = sorted(os.listdir(out))
+        cond = os.path.join(out, "generated_condition")
+        assert os.path.isdir(cond), names
+        pngs = sorted(f for f in os.listdir(cond) if f.endswith(".png"))
+        assert len(pngs) == 1
+        sample = [f for f in names if f.endswith(".png")]
+        assert len(sample) == 1
+        outs[backend] = (np.asarray(Image.open(os.path.join(cond, pngs[0]))),
+                         np.asarray(Image.open(os.path.join(out, sample[0]))))
+    (cond_pt, video_pt), (cond_ms, video_ms) = outs["pt"], outs["ms"]
+    assert cond_pt.shape == (32, 48, 3) and cond_pt.std() > 1.0
+    floor = ceiling("sampling_free_running", "fp32").psnr
+    assert psnr(cond_pt, cond_ms) >= floor and psnr(video_pt, video_ms) >= floor
+
+
+def test_t2i2v_without_image_weights_fails_clearly(folders, tmp_path):
+    t2i2v = os.path.join(ROOT, "configs", "opensora-v2-0", "inference", "t2i2v_256px.yaml")
+    p = run("pt", "--config", t2i2v, "--pipeline-folder", folders["pipe"], "--save-dir", str(tmp_path / "o"),
+            "--prompt", PROMPTS[0], "--image-size", 32, 48, "--num-frames", 1, expect=2)
+    assert "Flux image model" in p.stderr

@@ -7,15 +7,15 @@ import numpy as np
 
 from ms_impl.pipelines.opensora import OpenSoraPipeline
 from opensora_dual.pipelines.opensora import PipelineOutput  # noqa: F401
-from opensora_dual.pipelines.opensora_v2 import OpenSoraV2PipelineBase, text_kind_options
+from opensora_dual.pipelines.opensora_v2 import OpenSoraV2PipelineBase, encode_kwargs, text_kind_options
 
 
 class OpenSoraV2Pipeline(OpenSoraV2PipelineBase, OpenSoraPipeline):
     backend = "ms"
 
     def encode_video(self, x):
-        """The posterior mode (upstream samples the posterior; see docs/sampling.md)."""
-        return self.vae.encode(ms.Tensor(np.asarray(x, np.float32)), sample_posterior=False).astype(
+        """The posterior mode (upstream samples the posterior; see docs/sampling.md); the DC-AE has none."""
+        return self.vae.encode(ms.Tensor(np.asarray(x, np.float32)), **encode_kwargs(self.vae)).astype(
             ms.float32).asnumpy()
 
     def decode_latents(self, z, num_frames):

@@ -90,6 +90,16 @@ def _read_image(path, th, tw):
     return _normalize(x.transpose(2, 0, 1)[:, None])  # [3, 1, th, tw]
 
 
+def rescale_image(frame_uint8, height, width):
+    """Open-Sora 2.0 t2i2v's ``rescale_image_by_path``: torchvision ``Resize((height, width))`` of the saved PIL
+    image = PIL bilinear resize (PIL's own antialiasing), uint8 [H, W, 3] -> uint8 [height, width, 3]. Upstream
+    calls it with its (height, width) parameters swapped twice, which cancels: the image ends up height x width."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(frame_uint8, dtype=np.uint8))
+    return np.asarray(img.resize((int(width), int(height)), Image.BILINEAR), dtype=np.uint8)
+
+
 def _linear_weights(in_size, out_size):
     """Source indices and weights of torch's bilinear (align_corners=False) along one axis, float32."""
     dst = np.arange(out_size, dtype=np.float32)

@@ -40,6 +40,7 @@ class PipelineOutput:
     prompts: List[str] = field(default_factory=list)          # the processed prompts (what the text encoder saw)
     latents: Optional[np.ndarray] = None                      # last loop's final latents [B, C, T', H', W']
     clips: List[np.ndarray] = field(default_factory=list)     # decoded clips of earlier loops ([B, 3, T, H, W])
+    images: List[np.ndarray] = field(default_factory=list)    # 2.0 t2i2v: the generated first frames, uint8 [H, W, 3]
 
 
 def resolve_size(image_size=None, resolution=None, aspect_ratio=None) -> Tuple[int, int]:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from opensora_dual.pipelines.opensora import PipelineOutput  # noqa: F401
-from opensora_dual.pipelines.opensora_v2 import OpenSoraV2PipelineBase, text_kind_options
+from opensora_dual.pipelines.opensora_v2 import OpenSoraV2PipelineBase, encode_kwargs, text_kind_options
 from pt_reference.pipelines.opensora import OpenSoraPipeline
 
 
@@ -14,8 +14,8 @@ class OpenSoraV2Pipeline(OpenSoraV2PipelineBase, OpenSoraPipeline):
 
     @torch.no_grad()
     def encode_video(self, x):
-        """The posterior mode (upstream samples the posterior; see docs/sampling.md)."""
-        return self.vae.encode(torch.as_tensor(np.asarray(x, np.float32)), sample_posterior=False).float().numpy()
+        """The posterior mode (upstream samples the posterior; see docs/sampling.md); the DC-AE has none."""
+        return self.vae.encode(torch.as_tensor(np.asarray(x, np.float32)), **encode_kwargs(self.vae)).float().numpy()
 
     @torch.no_grad()
     def decode_latents(self, z, num_frames):
@@ -54,6 +54,8 @@ def write_random_pipeline(folder, tokenizer=None, clip_tokenizer=None, seed=0, *
         clip_tokenizer = build_clip_tokenizer_folder(os.path.join(parent, "clip_tokenizer"))
     torch.manual_seed(seed)
     pipe = OpenSoraV2Pipeline.build_random(tokenizer=tokenizer, clip_tokenizer=clip_tokenizer, **build_kwargs)
-    fill_zero_parameters(pipe.model, seed=seed)
+    for net in (pipe.model, pipe.image_model):
+        if net is not None:
+            fill_zero_parameters(net, seed=seed)
     pipe.save_pretrained(folder)
     return pipe
