@@ -4,6 +4,11 @@ Same class, attribute and parameter names as the reference. Precision: Linear ce
 compute dtype (``ms_impl.layers.set_compute_dtype``); LayerNorm, the QK RMSNorm statistics, RoPE (tables and
 rotation) and the attention softmax run in fp32 (RoPE tables of the Flux pairing in fp64, as upstream) and
 cast back. Attention backend per block: ``attn_backend`` "math" (CPU/Ascend) or "flash" (Ascend only).
+
+Sequence parallelism (MindSpore only; ``MMDiTModel.set_sequence_parallel``): the blocks hold this rank's image
+tokens and the whole text; each joint attention gathers the image q/k/v of every rank, keeps num_heads/sp
+heads, attends over [txt; all img], then gathers the heads back and keeps the text and the rank's own image
+tokens (Ulysses' exchange written with AllGather: MindSpore 2.10 has no AlltoAll on CPU).
 """
 import math
 
@@ -101,6 +106,81 @@ def attention(q, k, v, pe, backend="math"):
     x = scaled_dot_product_attention(q, k, v, backend=backend)
     B, H, L, D = x.shape
     return mint.transpose(x, 1, 2).reshape(B, L, H * D)
+
+
+# ---------------------------------------------------------------------------------------------- sequence parallel
+def sp_split(n, size):
+    """The image-token split over ``size`` ranks: (sizes, starts), balanced (the first n % size ranks hold one
+    token more). Any n >= size is accepted."""
+    if n < size:
+        raise ValueError(f"sequence parallelism over {size} ranks needs at least {size} image tokens, got {n}")
+    base, extra = n // size, n % size
+    sizes = tuple(base + 1 if r < extra else base for r in range(size))
+    starts = tuple(sum(sizes[:r]) for r in range(size))
+    return sizes, starts
+
+
+def sp_gather_tokens(all_gather, x, axis, sizes):
+    """Concatenate every rank's ``x`` along token ``axis`` (rank order), where rank r holds ``sizes[r]`` tokens.
+
+    MindSpore's AllGather needs the same shape on every rank and stacks on axis 0, so a shorter shard is
+    zero-padded to max(sizes) for the exchange and the padding is dropped after it."""
+    size, chunk, n = len(sizes), max(sizes), x.shape[axis]
+    if n < chunk:
+        pad_shape = x.shape[:axis] + (chunk - n,) + x.shape[axis + 1:]
+        x = mint.cat((x, mint.zeros(pad_shape, dtype=x.dtype)), dim=axis)
+    g = all_gather(x).reshape((size,) + x.shape)
+    if min(sizes) == chunk:  # equal shards: one reshape
+        g = mint.permute(g, tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, x.ndim + 1)))
+        return g.reshape(x.shape[:axis] + (size * chunk,) + x.shape[axis + 1:])
+    parts = ()
+    for r in range(size):
+        parts += (ops.narrow(g[r], axis, 0, sizes[r]),)
+    return mint.cat(parts, dim=axis)
+
+
+def _pe_len(pe):
+    """Length of the joint [txt; img] sequence the RoPE tables cover (liger (cos, sin) [B, L, D]; Flux
+    [B, 1, L, D/2, 2, 2])."""
+    if isinstance(pe, tuple):
+        return pe[0].shape[1]
+    return pe.shape[2]
+
+
+class _SequenceParallel:
+    """The exchange of one joint attention across the sequence-parallel ranks (mixed into the blocks)."""
+
+    def _init_sp(self):
+        self.sp_size, self.sp_rank = 1, 0
+
+    def set_sequence_parallel(self, size, rank):
+        if self.num_heads % size:
+            raise ValueError(f"sequence parallelism over {size} ranks needs num_heads ({self.num_heads}) "
+                             "divisible by it")
+        self.sp_size, self.sp_rank = size, rank
+        if size > 1:
+            self.all_gather = ops.AllGather()
+
+    def _sp_attention(self, txt_q, txt_k, txt_v, img_q, img_k, img_v, pe):
+        """Joint attention when this rank holds the whole text ([B, H, L, D]) and its shard of the image tokens
+        ([B, H, n, D]): returns [B, L + n, H*D] for the text and this rank's image tokens."""
+        n_txt, n = txt_q.shape[2], img_q.shape[2]
+        sizes, starts = sp_split(_pe_len(pe) - n_txt, self.sp_size)
+        heads = self.num_heads // self.sp_size
+        h0 = self.sp_rank * heads
+        # gather the image sequence (q, k, v in one exchange), keep this rank's heads
+        qkv = sp_gather_tokens(self.all_gather, ops.stack((img_q, img_k, img_v)), 3, sizes)[:, :, h0:h0 + heads]
+        q = mint.cat((txt_q[:, h0:h0 + heads], qkv[0]), dim=2)
+        k = mint.cat((txt_k[:, h0:h0 + heads], qkv[1]), dim=2)
+        v = mint.cat((txt_v[:, h0:h0 + heads], qkv[2]), dim=2)
+        x = attention(q, k, v, pe, self.attn_backend)  # [B, L + N, heads*D]: every token, this rank's heads
+        # gather the heads (every rank sends all tokens: AllGather cannot address ranks), keep the text and
+        # this rank's image tokens
+        B, L, HD = x.shape
+        g = self.all_gather(x).reshape((self.sp_size, B, L, HD))
+        start = n_txt + starts[self.sp_rank]
+        g = mint.cat((g[:, :, :n_txt], g[:, :, start:start + n]), dim=2)
+        return mint.permute(g, (1, 2, 0, 3)).reshape(B, n_txt + n, self.sp_size * HD)
 
 
 # ---------------------------------------------------------------------------------------------- embedders
@@ -213,7 +293,7 @@ def _modulate(x, shift, scale):
 
 
 # ---------------------------------------------------------------------------------------------- blocks
-class DoubleStreamBlock(nn.Cell):
+class DoubleStreamBlock(nn.Cell, _SequenceParallel):
     def __init__(self, hidden_size, num_heads, mlp_ratio, qkv_bias=False, fused_qkv=True):
         super().__init__()
         mlp_hidden_dim = int(hidden_size * mlp_ratio)
@@ -235,6 +315,7 @@ class DoubleStreamBlock(nn.Cell):
         self.txt_norm2 = LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.txt_mlp = nn.SequentialCell([Linear(hidden_size, mlp_hidden_dim, bias=True), GELU(approximate="tanh"),
                                           Linear(mlp_hidden_dim, hidden_size, bias=True)])
+        self._init_sp()
 
     def construct(self, img, txt, vec, pe):
         img_mod1, img_mod2 = self.img_mod(vec)
@@ -243,10 +324,13 @@ class DoubleStreamBlock(nn.Cell):
         img_q, img_k, img_v = self.img_attn.qkv_heads(_modulate(self.img_norm1(img), img_mod1[0], img_mod1[1]))
         txt_q, txt_k, txt_v = self.txt_attn.qkv_heads(_modulate(self.txt_norm1(txt), txt_mod1[0], txt_mod1[1]))
 
-        q = mint.cat((txt_q, img_q), dim=2)
-        k = mint.cat((txt_k, img_k), dim=2)
-        v = mint.cat((txt_v, img_v), dim=2)
-        attn1 = attention(q, k, v, pe, self.attn_backend)
+        if self.sp_size > 1:
+            attn1 = self._sp_attention(txt_q, txt_k, txt_v, img_q, img_k, img_v, pe)
+        else:
+            q = mint.cat((txt_q, img_q), dim=2)
+            k = mint.cat((txt_k, img_k), dim=2)
+            v = mint.cat((txt_v, img_v), dim=2)
+            attn1 = attention(q, k, v, pe, self.attn_backend)
         n_txt = txt_q.shape[2]
         txt_attn, img_attn = attn1[:, :n_txt], attn1[:, n_txt:]
 
@@ -257,7 +341,7 @@ class DoubleStreamBlock(nn.Cell):
         return img, txt
 
 
-class SingleStreamBlock(nn.Cell):
+class SingleStreamBlock(nn.Cell, _SequenceParallel):
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, qk_scale=None, fused_qkv=True):
         super().__init__()
         self.hidden_dim = hidden_size
@@ -279,8 +363,11 @@ class SingleStreamBlock(nn.Cell):
         self.pre_norm = LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp_act = GELU(approximate="tanh")
         self.modulation = Modulation(hidden_size, double=False)
+        self._init_sp()
 
-    def construct(self, x, vec, pe):
+    def construct(self, x, vec, pe, txt_len=None):
+        """``txt_len``: the number of text tokens leading ``x``; needed (only) under sequence parallelism, where
+        ``x`` holds the text and this rank's image tokens."""
         mod, _ = self.modulation(vec)
         x_mod = _modulate(self.pre_norm(x), mod[0], mod[1])
         B, L, _ = x.shape
@@ -298,7 +385,13 @@ class SingleStreamBlock(nn.Cell):
         q, k = self.norm(q, k, v)
         if not self.fused_qkv:
             q, k, v = mint.transpose(q, 1, 2), mint.transpose(k, 1, 2), mint.transpose(v, 1, 2)
-        attn_1 = attention(q, k, v, pe, self.attn_backend)
+        if self.sp_size > 1:
+            if txt_len is None:
+                raise ValueError("under sequence parallelism a single-stream block needs txt_len")
+            attn_1 = self._sp_attention(q[:, :, :txt_len], k[:, :, :txt_len], v[:, :, :txt_len],
+                                        q[:, :, txt_len:], k[:, :, txt_len:], v[:, :, txt_len:], pe)
+        else:
+            attn_1 = attention(q, k, v, pe, self.attn_backend)
         output = self.linear2(mint.cat((attn_1, self.mlp_act(mlp)), dim=2))
         return x + mod[2] * output
 

@@ -6,15 +6,17 @@ Switches (each parity-tested):
 - ``set_attention_backend("flash")``: ``ops.flash_attention_score`` (Ascend only; raises on CPU);
 - ``grad_ckpt_settings=(n_double, n_single)``: ``Cell.recompute`` on the first n double / single blocks
   (upstream's selective gradient checkpointing); ``set_recompute(True)`` recomputes every block;
-- graph mode: the forward compiles under ``ms.jit`` / GRAPH_MODE.
-Sequence parallelism (upstream's ring attention) is not implemented.
+- graph mode: the forward compiles under ``ms.jit`` / GRAPH_MODE;
+- ``set_sequence_parallel(size=None, rank=None)``: the image tokens split over the ranks of an msrun job, text
+  replicated; each joint attention exchanges q/k/v and outputs between the ranks (docs/mmdit.md, "Sequence
+  parallelism"). Inference only; the reference has no sequence parallelism.
 """
 import mindspore as ms
 from mindspore import mint, nn
 
 from ms_impl.layers.basic import Identity, Linear
 from ms_impl.models.mmdit.layers import (DoubleStreamBlock, EmbedND, LastLayer, LigerEmbedND, MLPEmbedder,
-                                         SingleStreamBlock, timestep_embedding)
+                                         SingleStreamBlock, sp_gather_tokens, sp_split, timestep_embedding)
 
 
 class MMDiTModel(nn.Cell):
@@ -61,6 +63,7 @@ class MMDiTModel(nn.Cell):
             n_double, n_single = self.grad_ckpt_settings
             for block in list(self.double_blocks)[:n_double] + list(self.single_blocks)[:n_single]:
                 block.recompute()
+        self.sp_size, self.sp_rank = 1, 0
 
     # ---- switches -------------------------------------------------------------------------------------
     def set_attention_backend(self, backend):
@@ -83,6 +86,39 @@ class MMDiTModel(nn.Cell):
             block.recompute()
         self.grad_ckpt_settings = (self.depth, self.depth_single_blocks)
         self._recompute = True
+        return self
+
+    def set_sequence_parallel(self, size=None, rank=None):
+        """Split the image tokens over the ranks of the (msrun) job; the text tokens stay whole on every rank.
+
+        Every joint attention (double and single blocks) gathers the image q/k/v of all ranks, attends over
+        [txt; all img] with num_heads/size heads, then gathers the heads and keeps the text and this rank's
+        image tokens; everything else is token-local. The output is gathered, so the caller sees [B, N, C] on
+        every rank. ``size``/``rank`` default to the job's (``mindspore.communication.init()`` first: launch
+        with msrun); outside a job (MindSpore reports one rank), or with size 1, the model runs unsplit.
+        Needs num_heads divisible by the size and at least ``size`` image tokens (uneven splits are fine).
+        Inference only."""
+        if size is None:
+            try:
+                from mindspore.communication import get_group_size, get_rank
+
+                size, rank = get_group_size(), get_rank()
+            except Exception as e:  # a communication backend that failed to come up
+                raise RuntimeError("sequence parallelism needs mindspore.communication.init() first (launch "
+                                   f"with msrun --worker_num=N): {e}") from None
+        rank = 0 if rank is None else rank
+        if size < 1 or not 0 <= rank < size:
+            raise ValueError(f"sequence parallelism needs 0 <= rank < size, got size {size}, rank {rank}")
+        if self.num_heads % size:
+            raise ValueError(f"sequence parallelism over {size} ranks needs num_heads ({self.num_heads}) "
+                             "divisible by it")
+        self.sp_size, self.sp_rank = size, rank
+        if size > 1:
+            from mindspore import ops
+
+            self.all_gather = ops.AllGather()
+        for block in list(self.double_blocks) + list(self.single_blocks):
+            block.set_sequence_parallel(size, rank)
         return self
 
     @classmethod
@@ -111,12 +147,22 @@ class MMDiTModel(nn.Cell):
         return img, txt, vec, pe
 
     def construct(self, img, img_ids, txt, txt_ids, timesteps, y_vec, cond=None, guidance=None):
+        sizes = None
+        if self.sp_size > 1:  # this rank keeps its contiguous share of the image tokens (ids stay whole: RoPE)
+            sizes, starts = sp_split(img.shape[1], self.sp_size)
+            start, n = starts[self.sp_rank], sizes[self.sp_rank]
+            img = img[:, start:start + n]
+            if cond is not None:
+                cond = cond[:, start:start + n]
         img, txt, vec, pe = self.prepare_block_inputs(img, img_ids, txt, txt_ids, timesteps, y_vec, cond, guidance)
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, pe)
         n_txt = txt.shape[1]
         img = mint.cat((txt, img), dim=1)
         for block in self.single_blocks:
-            img = block(img, vec, pe)
+            img = block(img, vec, pe, n_txt)
         img = img[:, n_txt:]
-        return self.final_layer(img, vec)
+        img = self.final_layer(img, vec)
+        if self.sp_size > 1:  # every rank's tokens back in order
+            img = sp_gather_tokens(self.all_gather, img, 1, sizes)
+        return img
