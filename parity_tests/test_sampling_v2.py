@@ -82,3 +82,20 @@ def test_v2_bad_inputs(pipes, assets):
     with pytest.raises(InferenceInputError, match="at least 33 frames"):
         pt(["a cat"], cond_type="v2v_head", reference_path=[assets["image"]], image_size=(32, 48), num_frames=33,
            progress=False)
+
+
+def test_v2_i2v_head_fp16_teacher_forced(assets, pipes):
+    """The port in fp16 (fp16 matmuls, fp32 norms / softmax) against the fp32 reference, per step, with image
+    guidance on (i2v_head: three rows per forward, the temporal image-scale ramp)."""
+    from ms_impl.pipelines.opensora_v2 import OpenSoraV2Pipeline as MsPipeline
+
+    pt = pipes[0]
+    ms16 = MsPipeline.from_pretrained(assets["pipe"], scheduler=dict(num_sampling_steps=STEPS), dtype="fp16")
+    case = SamplingCase("v2.0-i2v_head-fp16", ["a red square on a gradient"],
+                        dict(SIZE, cond_type="i2v_head", reference_path=[assets["image"]]), dtype="fp16", seed=6,
+                        free_running=False)
+    res = run_sampling_case(case, pt, ms16)
+    report = format_sampling_result(res)
+    print(report)
+    assert len(res.steps) == STEPS and res.passed, report
+    assert max(r.dz.rel_fro for r in res.steps) > 1e-5, report   # fp16 really ran
