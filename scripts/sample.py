@@ -581,10 +581,22 @@ def _npz_save(path, **arrays):
     os.replace(tmp, path)
 
 
+def job_rank_size(backend):
+    """(rank, ranks) of an msrun job (``MS_WORKER_NUM`` > 1, communication initialised in ``main``), else (0, 1)."""
+    if backend != "ms" or int(os.environ.get("MS_WORKER_NUM", "1") or 1) <= 1:
+        return 0, 1
+    from mindspore.communication import get_group_size, get_rank
+
+    return get_rank(), get_group_size()
+
+
 class Runner:
     def __init__(self, cfg, cli_keys, args):
         self.cfg, self.cli_keys, self.args = cfg, cli_keys, args
         self.backend = args.backend
+        # under msrun every rank runs every sample (the model's tokens are split over the ranks: sequence
+        # parallelism); rank 0 alone decodes and writes
+        self.rank, self.ranks = job_rank_size(self.backend)
         self.pipe = None
         self.compile_seconds = None
         self.written = self.skipped = 0
@@ -635,6 +647,8 @@ class Runner:
         self.stages = cfg.get("stages", 1)
         if self.stages not in (1, 3):
             raise InferenceInputError(f"stages must be 1 or 3, got {self.stages!r}")
+        if self.ranks > 1 and self.stages != 1:
+            raise InferenceInputError("--stages 3 runs in one process; sequence parallelism (msrun) needs --stages 1")
         self.check_noise(cfg)
         self.verbose = _int_key(cfg, "verbose", 0)
         self.cache = cfg.get("text_embeddings")
@@ -683,6 +697,8 @@ class Runner:
     def save(self, unit, j, frames):
         from opensora_dual.inference import save_sample
 
+        if self.rank != 0:
+            return
         if self.done(unit.bases[j]):
             self.skipped += 1
             return
@@ -725,9 +741,27 @@ class Runner:
                 model_preset=c["model_preset"], vae_preset=c["vae_preset"], scheduler=self.scheduler,
                 dtype=self.dtype, load_text_encoder=with_text, **self.model_build_kwargs())
             self.check_cache_shape()
+            self.sequence_parallel()
             self.bar_write(f"loaded the {self.backend} pipeline ({'with' if with_text else 'without'} text encoder) "
                            f"in {time.perf_counter() - t0:.1f} s")
         return self.pipe
+
+    def sequence_parallel(self):
+        """Under msrun: the diffusion model(s) split their tokens over the job's ranks (STDiT3: spatial tokens of
+        every frame; MMDiT: image tokens), upstream's automatic sequence parallelism when launched with > 1
+        process."""
+        if self.ranks <= 1:
+            return
+        from opensora_dual.inference import InferenceInputError
+
+        nets = [self.pipe.model] + [getattr(self.pipe, "image_model", None)]
+        for net in [n for n in nets if n is not None]:
+            if not hasattr(net, "set_sequence_parallel"):
+                raise InferenceInputError(f"{type(net).__name__} has no sequence parallelism (STDiT3 and the 2.0 "
+                                          f"MMDiT have); run it in one process")
+            net.set_sequence_parallel(self.ranks, self.rank)
+        self.pipe.sp_layout = (self.ranks, self.rank)   # re-applied to models rebuilt after offloading
+        self.bar_write(f"sequence parallelism over {self.ranks} ranks (this is rank {self.rank})")
 
     def model_build_kwargs(self):
         """The config's build arguments the recipe names (1.0: space_scale, time_scale) and the VAE micro batch."""
@@ -764,6 +798,8 @@ class Runner:
         if self.noise is None:   # seeded here, after the models are built (building a torch model draws numbers)
             self.noise = self.noise_source()
         self.pay_noise_debt()
+        if self.rank != 0:
+            extra["output_type"] = "latent"   # rank 0 decodes and writes
         out = self.pipe(unit.prompts, reference_path=unit.refs, mask_strategy=unit.strategies, noise=self.noise,
                         **self.call_kwargs(), **extra)
         if self.compile_seconds is None and self.backend == "ms":
@@ -1244,6 +1280,7 @@ class RunnerV2(Runner):
                 tokenizer=c["text_encoder_tokenizer"], clip_tokenizer=c["clip_tokenizer"],
                 model_preset=c["model_preset"], vae_preset=c["vae_preset"], scheduler=self.scheduler,
                 dtype=self.dtype, **image)
+            self.sequence_parallel()
             self.bar_write(f"loaded the {self.backend} Open-Sora 2.0 pipeline in {time.perf_counter() - t0:.1f} s")
         return self.pipe
 
@@ -1274,6 +1311,8 @@ class RunnerV2(Runner):
             # upstream: <save_dir>/<sub_dir>/generated_condition/<name>.png, the i2v_head reference
             extra.update(image_noise=self.image_noise, condition_paths=[
                 os.path.join(os.path.dirname(b), "generated_condition", os.path.basename(b)) for b in unit.bases])
+        if self.rank != 0:
+            extra["output_type"] = "latent"   # rank 0 decodes and writes
         return self.pipe(unit.prompts, reference_path=unit.refs, noise=self.noise, **self.call_kwargs(), **extra)
 
 
@@ -1284,6 +1323,10 @@ def main(argv=None):
         import mindspore as ms  # before anything that may import decord (shared/mindspore_cpu_notes.md, section 5)
 
         ms.set_context(mode=ms.PYNATIVE_MODE)   # the sampler compiles its denoiser step with ms.jit itself
+        if int(os.environ.get("MS_WORKER_NUM", "1") or 1) > 1:   # launched by msrun: sequence parallelism
+            from mindspore.communication import init
+
+            init()
     from converters.errors import ConversionError
     from opensora_dual.inference import InferenceInputError
 
@@ -1304,6 +1347,9 @@ def main(argv=None):
         print(f"{PROG}: interrupted (finished outputs are kept; run again to resume)", file=sys.stderr)
         return 130
     where = os.path.abspath(cfg["save_dir"])
+    if runner.rank != 0:
+        print(f"rank {runner.rank} done (rank 0 writes the outputs)")
+        return 0
     print(f"done: {runner.written} written, {runner.skipped} skipped (already there) -> {where} "
           f"[{time.perf_counter() - t0:.1f} s]")
     if runner.compile_seconds is not None:

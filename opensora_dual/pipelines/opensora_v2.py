@@ -210,9 +210,13 @@ class OpenSoraV2PipelineBase(OpenSoraPipelineBase):
                 self.on_rebuilt(n)
 
     def on_rebuilt(self, name):
-        """Twins: re-apply switches (compute dtype) to a rebuilt component."""
+        """Re-apply switches to a rebuilt component: the compute dtype; sequence parallelism (``sp_layout`` =
+        (ranks, rank), set by the script under msrun)."""
         if name == "model":
             self.apply_dtype(getattr(self, "dtype", "fp32"))
+        layout = getattr(self, "sp_layout", None)
+        if layout and name in ("model", "image_model"):
+            getattr(self, name).set_sequence_parallel(*layout)
 
     # ---- t2i2v: the Flux image step -------------------------------------------------------------------
     def image_pipeline(self, num_steps: int, guidance: float = T2I_GUIDANCE):
