@@ -5,9 +5,7 @@ STDiT3-S/2 (1.2: the spatial tokens of every frame split) and the Open-Sora 2.0 
 conditioning, Flux-S with guidance: the image tokens split, text replicated), each run by
 parity_tests/sp_worker.py under ``msrun --worker_num=2``."""
 import os
-import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -17,18 +15,13 @@ import torch
 import converters
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests.engine import fill_zero_parameters
+from parity_tests.procs import msrun_cmd, msrun_env
 from parity_tests.standard import compare, judge
 from parity_tests.test_mmdit import randomized
 
 PRESET = "STDiT3-S/2"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANKS = 2
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_sequence_parallel(tmp_path, ref, preset, cases, graph=False):
@@ -44,11 +37,9 @@ def run_sequence_parallel(tmp_path, ref, preset, cases, graph=False):
         with torch.no_grad():
             expected[name] = ref(**{k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
 
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    cmd = ["msrun", f"--worker_num={RANKS}", f"--local_worker_num={RANKS}", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", f"--log_dir={tmp_path / 'msrun_log'}", "--join=True",
-           "--cluster_time_out=120", os.path.join(ROOT, "parity_tests", "sp_worker.py"), str(release),
-           *pairs] + (["--graph"] if graph else [])
+    env = msrun_env()
+    cmd = msrun_cmd(RANKS, tmp_path / "msrun_log", os.path.join(ROOT, "parity_tests", "sp_worker.py"), release,
+                    *pairs, *(["--graph"] if graph else []))
     t0 = time.perf_counter()
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in sorted((tmp_path / "msrun_log").glob("*.log")))

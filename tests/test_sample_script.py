@@ -14,6 +14,9 @@ import sys
 import numpy as np
 import pytest
 
+from parity_tests.procs import read_frames as frames
+from parity_tests.standard import psnr
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "sample.py")
 DEMO = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "demo-small.yaml")
@@ -40,19 +43,8 @@ def run(backend, *args, expect=0):
     return p
 
 
-def frames(path):
-    if path.endswith(".png"):
-        from PIL import Image
-
-        return np.asarray(Image.open(path).convert("RGB"))[None]
-    from opensora_dual.inference import read_video
-
-    return read_video(path)[0]
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +228,7 @@ def _error_cases(work, tmp):
         "missing prompts file": (["--prompt-path", tmp / "nope.txt"], ["prompt file not found"]),
         "unknown resolution": (["--resolution", "999p"], ["unknown resolution '999p'"]),
         "unknown aspect ratio": (["--resolution", "240p", "--aspect-ratio", "7:3"], ["unknown aspect ratio '7:3'"]),
-        "mask outside the video": ([f'--prompt', 'a cat{"reference_path": "%s", "mask_strategy": "0,0,0,9"}' % ref],
+        "mask outside the video": (['--prompt', 'a cat{"reference_path": "%s", "mask_strategy": "0,0,0,9"}' % ref],
                                    ["target_start is outside the video's 5 latent frames"]),
         "missing reference": (["--prompt", 'a cat{"reference_path": "%s", "mask_strategy": "0"}' % (tmp / "x.png")],
                               ["reference file not found", "x.png"]),

@@ -3,39 +3,24 @@ the two ranks (sequence parallelism: STDiT3 for 1.2, the MMDiT for 2.0), rank 0 
 PNG must match the single-process run of the same backend (the standard's free-running video gate), and only rank
 0 writes."""
 import os
-import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from parity_tests.standard import ceiling
+from parity_tests.procs import msrun_cmd, msrun_env, read_frames
+from parity_tests.standard import ceiling, psnr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "sample.py")
 V12 = os.path.join(ROOT, "configs", "opensora-v1-2", "inference", "sample.yaml")
 V20 = os.path.join(ROOT, "configs", "opensora-v2-0", "inference", "256px.yaml")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", GLOG_v="3", TOKENIZERS_PARALLELISM="false",
-           PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ENV = msrun_env(dict(os.environ, HF_HUB_OFFLINE="1", GLOG_v="3", TOKENIZERS_PARALLELISM="false"))
 
 
 def _png(folder):
-    from PIL import Image
-
     names = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
-    return names, [np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")) for n in names]
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return names, [read_frames(os.path.join(folder, n))[0] for n in names]
 
 
 def _single_and_sp(tmp_path, args):
@@ -43,9 +28,7 @@ def _single_and_sp(tmp_path, args):
     p = subprocess.run(single, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     log = tmp_path / "msrun_log"
-    sp = ["msrun", "--worker_num=2", "--local_worker_num=2", "--master_addr=127.0.0.1",
-          f"--master_port={_free_port()}", f"--log_dir={log}", "--join=True", "--cluster_time_out=120", SCRIPT,
-          "--backend", "ms", "--save-dir", str(tmp_path / "sp"), *args]
+    sp = msrun_cmd(2, log, SCRIPT, "--backend", "ms", "--save-dir", tmp_path / "sp", *args)
     p = subprocess.run(sp, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
     logs = "".join(f.read_text(errors="replace") for f in sorted(log.glob("*.log")))
     assert p.returncode == 0, f"msrun failed:\n{p.stdout[-2000:]}\n{logs[-4000:]}"

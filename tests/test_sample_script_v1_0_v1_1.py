@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from parity_tests.standard import ceiling
+from parity_tests.procs import read_frames as frames
+from parity_tests.standard import ceiling, psnr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "sample.py")
@@ -28,15 +29,8 @@ def run(backend, config, *args, expect=0):
     return p
 
 
-def frames(path):
-    from opensora_dual.inference import read_video
-
-    return read_video(path)[0]
 
 
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")

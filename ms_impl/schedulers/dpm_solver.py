@@ -11,6 +11,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import mint, nn
 
+from ms_impl.schedulers.common import MsLatents, null_caption
 from ms_impl.schedulers.iddpm import model_arguments
 from opensora_dual.sampling.dpm_solver import DPMSolverSampler
 
@@ -43,7 +44,7 @@ class CondDenoiser(nn.Cell):
         return self.model(z, t, *args).astype(F32)[:, :self.eps_c]
 
 
-class DPM_SOLVER(DPMSolverSampler):
+class DPM_SOLVER(MsLatents, DPMSolverSampler):
     def __init__(self, num_sampling_steps=None, cfg_scale=4.0, **kwargs):
         super().__init__(num_sampling_steps, cfg_scale)
         self.graph = kwargs.get("graph", True)
@@ -63,11 +64,7 @@ class DPM_SOLVER(DPMSolverSampler):
         B = z.shape[0]
         state = self.run_schedule(B, mask)
         y = y if isinstance(y, ms.Tensor) else ms.Tensor(np.asarray(y, np.float32))
-        if y_null is None:
-            emb = model.y_embedder.y_embedding
-            y_null = mint.tile(emb.reshape(1, 1, *emb.shape), (B, 1, 1, 1))
-        else:
-            y_null = ms.Tensor(np.asarray(y_null, np.float32))
+        y_null = null_caption(model, y_null, B)   # upstream: text_encoder.null(n) = the model's y_embedding
         g = self.guidance(guidance_scale)
         values = {"mask": y_mask}
         values.update({k: np.asarray(v) for k, v in (additional_args or {}).items()})
@@ -76,7 +73,7 @@ class DPM_SOLVER(DPMSolverSampler):
         return state
 
     def step(self, model, z, i, state, noise=None):
-        z = z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
+        z = self.as_latent(z)
         c = state["coef"][i]
         t = ms.Tensor(state["timesteps"][i])
         start = time.perf_counter()
@@ -90,13 +87,8 @@ class DPM_SOLVER(DPMSolverSampler):
         if c["order"] == 2:
             out = out - ms.Tensor(c["cd"]) * (ms.Tensor(c["inv_r0"]) * (m - state["history"]))
         state["history"] = m
-        if i == 0:
-            out.asnumpy()
-            self.compile_seconds = time.perf_counter() - start
-        return out
+        return self.timed(i, start, out)
 
-    def as_latent(self, z):
-        return z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
 
 
 DMP_SOLVER = DPM_SOLVER   # upstream's spelling

@@ -13,6 +13,7 @@ import numpy as np
 from mindspore import mint, nn
 
 from opensora_dual import packing
+from ms_impl.schedulers.common import MsLatents
 from opensora_dual.sampling.flow_matching import DISTILLED, FlowMatchingSampler
 
 
@@ -60,7 +61,7 @@ class DistilledVelocity(nn.Cell):
         return self.model(img, img_ids, txt, txt_ids, t, y_vec, None, guidance_vec).astype(img.dtype)
 
 
-class FlowMatching(FlowMatchingSampler):
+class FlowMatching(MsLatents, FlowMatchingSampler):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.graph = kwargs.get("graph", True)
@@ -112,14 +113,8 @@ class FlowMatching(FlowMatchingSampler):
             text_gs, image_gs = state["scales"][i]
             v = self.denoiser(model)(img, img_ids, txt, txt_ids, t_vec, y_vec, state["cond3"],
                                      state["guidance_vec"], text_gs, image_gs)
-        img = img + ms.Tensor(state["dts"][i]) * v
-        if i == 0:
-            img.asnumpy()  # sync, so the first call's time (compile + one step) is measured
-            self.compile_seconds = time.perf_counter() - start
+        img = self.timed(i, start, img + ms.Tensor(state["dts"][i]) * v)
         return unpack(img, T, h, w, self.patch_size)
-
-    def as_latent(self, z):
-        return z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
 
     def to_numpy(self, z):
         return z.astype(ms.float32).asnumpy()

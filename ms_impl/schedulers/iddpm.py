@@ -21,6 +21,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import mint, nn, ops
 
+from ms_impl.schedulers.common import MsLatents, null_caption
 from opensora_dual.sampling.iddpm import IDDPMSampler, cfg_channels
 
 F32 = ms.float32
@@ -90,7 +91,7 @@ class IDDPMDenoiser(nn.Cell):
         return mint.cat([eps, out[:b, c:]], 1)
 
 
-class IDDPM(IDDPMSampler):
+class IDDPM(MsLatents, IDDPMSampler):
     def __init__(self, num_sampling_steps=None, timestep_respacing=None, noise_schedule="linear", use_kl=False,
                  sigma_small=False, predict_xstart=False, learn_sigma=True, rescale_learned_sigmas=False,
                  diffusion_steps=1000, cfg_scale=4.0, cfg_channel=None, version="v1.1", schedule_dtype=None,
@@ -116,11 +117,7 @@ class IDDPM(IDDPMSampler):
         B = z.shape[0]
         state = self.run_schedule(B, mask)
         y = y if isinstance(y, ms.Tensor) else ms.Tensor(np.asarray(y, np.float32))
-        if y_null is None:  # upstream: the model's own null caption, repeated per prompt
-            emb = model.y_embedder.y_embedding
-            y_null = mint.tile(emb.reshape(1, 1, *emb.shape), (B, 1, 1, 1))
-        else:
-            y_null = ms.Tensor(np.asarray(y_null, np.float32))
+        y_null = null_caption(model, y_null, B)   # upstream: the model's own null caption, repeated per prompt
         values = {"y": mint.cat([y, y_null.astype(y.dtype)], 0), "mask": y_mask}
         values.update({k: np.asarray(v) for k, v in (additional_args or {}).items()})
         state.update(values=values, guidance=ms.Tensor(np.float32(self.guidance(guidance_scale))))
@@ -157,13 +154,7 @@ class IDDPM(IDDPMSampler):
         sample = mean + _bcast(state["nonzero"][i], z.ndim) * mint.exp(0.5 * log_var) * self.draw(noise, z)
         if msk.mask is not None:
             sample = mint.where(_frames(reset), x0, sample)
-        if i == 0:
-            sample.asnumpy()  # sync, so the first call's time (compile + one step) is measured
-            self.compile_seconds = time.perf_counter() - start
-        return sample
-
-    def as_latent(self, z):
-        return z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
+        return self.timed(i, start, sample)
 
     # ---- training ------------------------------------------------------------------------------------
     def loss_cell(self, model):

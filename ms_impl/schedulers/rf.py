@@ -10,6 +10,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import mint, nn
 
+from ms_impl.schedulers.common import MsLatents, null_caption
 from opensora_dual.sampling.rflow import MaskSchedule, RFlowSampler, add_noise_timepoints
 
 
@@ -38,7 +39,7 @@ class CFGDenoiser(nn.Cell):
         return pred_uncond + guidance * (pred_cond - pred_uncond)
 
 
-class RFLOW(RFlowSampler):
+class RFLOW(MsLatents, RFlowSampler):
     def __init__(self, num_sampling_steps=10, num_timesteps=1000, cfg_scale=4.0, use_discrete_timesteps=False,
                  use_timestep_transform=False, transform_scale=1.0, **kwargs):
         super().__init__(num_sampling_steps, num_timesteps, cfg_scale, use_discrete_timesteps,
@@ -61,11 +62,7 @@ class RFLOW(RFlowSampler):
         B = z.shape[0]
         ts = self.schedule.timesteps(B, add.get("height"), add.get("width"), add.get("num_frames"))
         y = y if isinstance(y, ms.Tensor) else ms.Tensor(np.asarray(y, np.float32))
-        if y_null is None:  # upstream: the model's own null caption, repeated per prompt
-            emb = model.y_embedder.y_embedding
-            y_null = mint.tile(emb.reshape(1, 1, *emb.shape), (B, 1, 1, 1))
-        else:
-            y_null = ms.Tensor(np.asarray(y_null, np.float32))
+        y_null = null_caption(model, y_null, B)   # upstream: the model's own null caption, repeated per prompt
         g = self.guidance(guidance_scale)
         return {"timesteps": ts, "dts": self.schedule.dts(ts), "mask": MaskSchedule(mask, self.num_timesteps),
                 "y": mint.cat([y, y_null.astype(y.dtype)], 0),
@@ -76,7 +73,7 @@ class RFLOW(RFlowSampler):
                 "guidance": ms.Tensor(np.float32(g))}
 
     def step(self, model, z, i, state, noise=None):
-        z = z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
+        z = self.as_latent(z)
         t = state["timesteps"][i]
         msk = state["mask"]
         x_mask = None
@@ -94,10 +91,4 @@ class RFLOW(RFlowSampler):
         z = z + v * _bcast(state["dts"][i], z.ndim)
         if x_mask is not None:
             z = mint.where(ms.Tensor(active[:, None, :, None, None]), z, x0)
-        if i == 0:
-            z.asnumpy()  # sync, so the first call's time (compile + one step) is measured
-            self.compile_seconds = time.perf_counter() - start
-        return z
-
-    def as_latent(self, z):
-        return z if isinstance(z, ms.Tensor) else ms.Tensor(np.asarray(z, np.float32))
+        return self.timed(i, start, z)

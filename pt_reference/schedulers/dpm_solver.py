@@ -13,22 +13,17 @@ import numpy as np
 import torch
 
 from opensora_dual.sampling.dpm_solver import DPMSolverSampler
+from pt_reference.schedulers.common import TorchLatents, cfg_text_inputs
 
 
-class DPM_SOLVER(DPMSolverSampler):
+class DPM_SOLVER(TorchLatents, DPMSolverSampler):
     def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
                 model=None):
         B = z.shape[0]
         state = self.run_schedule(B, mask)
-        if y_null is None:  # upstream: text_encoder.null(n) = the model's y_embedding repeated
-            y_null = model.y_embedder.y_embedding[None].repeat(B, 1, 1)[:, None]
-        y = torch.as_tensor(np.asarray(y, np.float32)) if not torch.is_tensor(y) else y
-        model_args = {}
-        if y_mask is not None:  # not duplicated: the model repeats the cond mask for the null half
-            model_args["mask"] = torch.as_tensor(np.asarray(y_mask))
-        for k, v in (additional_args or {}).items():
-            model_args[k] = torch.as_tensor(np.asarray(v))
-        state.update(y=y, y_null=torch.as_tensor(y_null).to(y.dtype), model_args=model_args,
+        # upstream: text_encoder.null(n) = the model's y_embedding repeated
+        y, y_null, model_args = cfg_text_inputs(model, y, y_null, y_mask, additional_args, B)
+        state.update(y=y, y_null=y_null, model_args=model_args,
                      guidance=self.guidance(guidance_scale), history=None)
         return state
 
@@ -55,9 +50,6 @@ class DPM_SOLVER(DPMSolverSampler):
             out = out - torch.tensor(c["cd"]) * d1
         state["history"] = m
         return out
-
-    def as_latent(self, z):
-        return z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z, np.float32))
 
 
 DMP_SOLVER = DPM_SOLVER   # upstream's spelling

@@ -14,11 +14,11 @@ Differences from upstream's signature: conditioning comes in as arrays (T5 / CLI
 the negative prompt, reference latents, cond type), not prompts and paths; the latent is kept unpacked between
 steps (packing is a permutation, so the numbers are upstream's).
 """
-import numpy as np
 import torch
 
 from opensora_dual import packing
 from opensora_dual.sampling.flow_matching import DISTILLED, FlowMatchingSampler, guidance_combine
+from pt_reference.schedulers.common import TorchLatents
 
 
 def pack(x, patch_size=2):
@@ -37,7 +37,7 @@ def unpack(x, t, h, w, patch_size=2):
     return x.reshape(b, t, h, w, c, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(b, c, t, h * p, w * p)
 
 
-class FlowMatching(FlowMatchingSampler):
+class FlowMatching(TorchLatents, FlowMatchingSampler):
     def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
                 model=None):
         """-> state: the numpy plan (``timesteps`` [steps, B], ``dts``, scales, conditioning) + the model inputs."""
@@ -78,9 +78,6 @@ class FlowMatching(FlowMatchingSampler):
                 pred = guidance_combine(cond, uncond, uncond_2, text_gs, image_gs)
             img = img + float(state["dts"][i]) * pred
         return unpack(img, T, h, w, self.patch_size)
-
-    def as_latent(self, z):
-        return z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z, np.float32))
 
     def to_numpy(self, z):
         return z.float().numpy()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from opensora_dual.sampling.iddpm import IDDPMSampler, cfg_channels, iddpm_cfg_combine
+from pt_reference.schedulers.common import TorchLatents, cfg_text_inputs
 
 
 def _bcast(v, x):
@@ -23,20 +24,14 @@ def _frames(m):
     return torch.from_numpy(np.ascontiguousarray(m))[:, None, :, None, None]
 
 
-class IDDPM(IDDPMSampler):
+class IDDPM(TorchLatents, IDDPMSampler):
     # ---- one run, step by step (teacher-forced parity drives ``step`` directly) ----------------------
     def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
                 model=None):
         B = z.shape[0]
         state = self.run_schedule(B, mask)
-        if y_null is None:  # upstream: the model's own null caption, repeated per prompt
-            y_null = model.y_embedder.y_embedding[None].repeat(B, 1, 1)[:, None]
-        y = torch.as_tensor(np.asarray(y, np.float32)) if not torch.is_tensor(y) else y
-        model_args = {"y": torch.cat([y, torch.as_tensor(y_null).to(y.dtype)], 0)}
-        if y_mask is not None:  # not duplicated: the model repeats the cond mask for the null half
-            model_args["mask"] = torch.as_tensor(np.asarray(y_mask))
-        for k, v in (additional_args or {}).items():
-            model_args[k] = torch.as_tensor(np.asarray(v))
+        y, y_null, model_args = cfg_text_inputs(model, y, y_null, y_mask, additional_args, B)
+        model_args["y"] = torch.cat([y, y_null], 0)
         state.update(model_args=model_args, guidance=self.guidance(guidance_scale))
         return state
 
@@ -84,9 +79,6 @@ class IDDPM(IDDPMSampler):
         if msk.mask is not None:
             sample = torch.where(_frames(reset), x0, sample)
         return sample
-
-    def as_latent(self, z):
-        return z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z, np.float32))
 
     # ---- training ------------------------------------------------------------------------------------
     def training_losses(self, model, x_start, model_kwargs=None, noise=None, t=None, mask=None):

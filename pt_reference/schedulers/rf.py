@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from opensora_dual.sampling.rflow import MaskSchedule, RFlowSampler, add_noise_timepoints, cfg_combine
+from pt_reference.schedulers.common import TorchLatents, cfg_text_inputs
 
 
 def _bcast(v, x):
@@ -16,7 +17,7 @@ def _bcast(v, x):
     return torch.as_tensor(v, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
 
 
-class RFLOW(RFlowSampler):
+class RFLOW(TorchLatents, RFlowSampler):
     # ---- one run, step by step (teacher-forced parity drives ``step`` directly) ----------------------
     def prepare(self, z, y, y_mask=None, additional_args=None, mask=None, guidance_scale=None, y_null=None,
                 model=None):
@@ -24,14 +25,8 @@ class RFLOW(RFlowSampler):
         add = {k: np.asarray(v) for k, v in (additional_args or {}).items()}
         B = z.shape[0]
         ts = self.schedule.timesteps(B, add.get("height"), add.get("width"), add.get("num_frames"))
-        if y_null is None:  # upstream: the model's own null caption, repeated per prompt
-            y_null = model.y_embedder.y_embedding[None].repeat(B, 1, 1)[:, None]
-        y = torch.as_tensor(np.asarray(y, np.float32)) if not torch.is_tensor(y) else y
-        model_args = {"y": torch.cat([y, torch.as_tensor(y_null).to(y.dtype)], 0)}
-        if y_mask is not None:  # not duplicated: the model repeats the cond mask for the null half
-            model_args["mask"] = torch.as_tensor(np.asarray(y_mask))
-        for k, v in add.items():
-            model_args[k] = torch.as_tensor(v)
+        y, y_null, model_args = cfg_text_inputs(model, y, y_null, y_mask, add, B)
+        model_args["y"] = torch.cat([y, y_null], 0)
         return {"timesteps": ts, "dts": self.schedule.dts(ts), "mask": MaskSchedule(mask, self.num_timesteps),
                 "model_args": model_args,
                 "guidance": self.guidance(guidance_scale)}
@@ -66,6 +61,3 @@ class RFLOW(RFlowSampler):
         if x_mask is not None:
             z = torch.where(torch.from_numpy(active)[:, None, :, None, None], z, x0)
         return z
-
-    def as_latent(self, z):
-        return z if torch.is_tensor(z) else torch.as_tensor(np.asarray(z, np.float32))
