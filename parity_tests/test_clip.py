@@ -14,7 +14,8 @@ import transformers
 from transformers.models.clip import modeling_clip as HF
 
 from opensora_dual.registry import resolve
-from parity_tests.engine import Case, assert_case, default_row_level, fill_zero_parameters
+from parity_tests.engine import Case, assert_case, default_row_level
+from parity_tests.inputs import randomized
 
 import ms_impl.models.text_encoder.clip as M
 import pt_reference.models.text_encoder.clip as P
@@ -26,15 +27,6 @@ B, L = 3, 77
 D = SMALL["hidden_size"]
 
 
-def randomized(factory):
-    """transformers initialises CLIP's biases (projections, MLP, LayerNorm) to zero, which would leave the
-    bias paths untested: fill every all-zero parameter with small random values."""
-    @functools.wraps(factory)
-    def build():
-        module = factory()
-        fill_zero_parameters(module)
-        return module
-    return build
 
 
 def clip_rows(name, module):

@@ -18,6 +18,7 @@ from opensora_dual.families import dc_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
+from parity_tests.inputs import randn
 
 import pt_reference.models.dc_ae.ops as PO
 import ms_impl.models.dc_ae.ops as MO
@@ -37,8 +38,6 @@ GRAPH_CFG = fam_mod.make_config(
                  temporal_upsample=[True, False]))
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def video(rng, *shape):

@@ -19,6 +19,7 @@ from opensora_dual.families import flux_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
+from parity_tests.inputs import randn
 
 import pt_reference.models.vae.autoencoder_2d as P
 import ms_impl.models.vae.autoencoder_2d as M
@@ -32,8 +33,6 @@ DEC = dict(resolution=SKW["resolution"], ch=CH, out_ch=3, ch_mult=MULT, num_res_
 F = 2 ** (len(MULT) - 1)    # small preset's spatial compression (2)
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def video(rng, *shape):

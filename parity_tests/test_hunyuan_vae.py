@@ -18,6 +18,7 @@ from opensora_dual.families import hunyuan_vae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case, build_pair
+from parity_tests.inputs import randn
 
 import pt_reference.models.hunyuan_vae.unet_causal_3d_blocks as PB
 import ms_impl.models.hunyuan_vae.unet_causal_3d_blocks as MB
@@ -34,8 +35,6 @@ ARCH = dict(block_out_channels=CH, layers_per_block=SKW["layers_per_block"], nor
 GRAPH_ARCH = dict(ARCH, block_out_channels=(16, 16))   # 2 levels, both halve T and H/W
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def video(rng, *shape):

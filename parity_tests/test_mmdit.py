@@ -16,6 +16,7 @@ import torch
 from opensora_dual.packing import img_ids, txt_ids
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests.engine import Case, assert_case, fill_zero_parameters
+from parity_tests.inputs import randn
 
 import pt_reference.models.mmdit.layers as PL
 import ms_impl.models.mmdit.layers as ML
@@ -35,8 +36,6 @@ N = T * HH * WW
 IDS = ("ids",)
 
 
-def randn(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def joint_ids(batch=2):

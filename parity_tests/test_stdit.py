@@ -21,6 +21,7 @@ import converters
 from opensora_dual.posemb import stdit_pos_tables
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests.engine import Case, assert_case, fill_zero_parameters
+from parity_tests.inputs import pack_text as pack, randn, randomized
 
 import pt_reference.layers.blocks as PB
 import ms_impl.layers.blocks as MB
@@ -38,8 +39,6 @@ S = HH * WW
 TIME_SCALE_64x512 = 2 / 3                   # the 64x512 config's time_scale: a non-trivial divisor
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def text_mask(batch=2, length=L):
@@ -47,21 +46,11 @@ def text_mask(batch=2, length=L):
     return (np.arange(length)[None] < np.array(lens)[:, None]).astype(np.int64)
 
 
-def pack(y, mask):
-    """Upstream's packing: valid tokens of all samples in one sequence, plus y_lens."""
-    m = mask.bool()
-    return y[m][None], m.sum(1).tolist()
 
 
 skip = FAM.extra["parity_case"]["skip_rows"]  # kv_linear: packed vs padded text, by design
 
 
-def randomized(factory):
-    def build_random():
-        module = factory()
-        fill_zero_parameters(module)
-        return module
-    return build_random
 
 
 # --------------------------------------------------------------------------------- the sin-cos tables

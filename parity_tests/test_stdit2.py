@@ -24,6 +24,7 @@ import torch
 import converters
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests.engine import Case, assert_case, fill_zero_parameters
+from parity_tests.inputs import pack_text as pack, randn, randomized
 from parity_tests.standard import compare, judge
 
 import pt_reference.layers.blocks as PB
@@ -50,8 +51,6 @@ def _spec_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("OPENSORA_DUAL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def randn(rng, *shape, scale=1.0):
-    return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
 def text_mask(batch=2, length=L):
@@ -65,19 +64,8 @@ def x_mask(batch=2, frames=T):
     return m
 
 
-def pack(y, mask):
-    """Upstream's packing: valid tokens of all samples in one sequence, plus y_lens."""
-    m = mask.bool()
-    return y[m][None], m.sum(1).tolist()
 
 
-def randomized(factory):
-    """Build the reference, then fill the parameters upstream zero-initialises (else they test nothing)."""
-    def build_random():
-        module = factory()
-        fill_zero_parameters(module)
-        return module
-    return build_random
 
 
 # --------------------------------------------------------------------------------- call adapters (named)

@@ -17,6 +17,7 @@ import torch
 
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests.engine import Case, assert_case, fill_zero_parameters
+from parity_tests.inputs import pack_text as pack, randn, randomized
 
 import pt_reference.layers.blocks as PB
 import ms_impl.layers.blocks as MB
@@ -35,8 +36,6 @@ T, HH, WW = 3, 5, 7                         # latent frames x patch rows x patch
 S = HH * WW
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def text_mask(rng, batch=2, length=L):
@@ -50,22 +49,11 @@ def x_mask(batch=2, frames=T):
     return m
 
 
-def pack(y, mask):
-    """Upstream's encode_text packing: valid tokens of all samples in one sequence, plus y_lens."""
-    m = mask.bool()
-    return y[m][None], m.sum(1).tolist()
 
 
 stdit3_skip = FAM.extra["parity_case"]["skip_rows"]  # kv_linear: packed vs padded text, by design
 
 
-def randomized(factory):
-    """Build the reference, then fill the parameters upstream zero-initialises (else they test nothing)."""
-    def build_random():
-        module = factory()
-        fill_zero_parameters(module)
-        return module
-    return build_random
 
 
 # --------------------------------------------------------------------------------- call adapters (named)

@@ -18,6 +18,7 @@ from opensora_dual.families.vae_pipeline import latent_frames, pipeline_roundtri
 from opensora_dual.families.vae_temporal import VAE_TEMPORAL_S
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case, build_pair
+from parity_tests.inputs import randn
 
 import pt_reference.models.vae.autoencoder_kl as P2
 import ms_impl.models.vae.autoencoder_kl as M2
@@ -33,8 +34,6 @@ TC = VAE_TEMPORAL_S["filters"]                         # 16
 TG = VAE_TEMPORAL_S["num_groups"]                      # 8
 
 
-def randn(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def video(rng, *shape):
