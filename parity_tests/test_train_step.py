@@ -794,3 +794,156 @@ def test_objective_arguments_are_checked_in_both_twins():
         PTT.TrainStep(pt, lr=1e-3, objective="iddpm").step(batch, noise)
     with pytest.raises(ValueError, match="takes no x_mask"):
         MST.TrainStep(port, lr=1e-3, objective="iddpm", jit=False).step(batch, noise)
+
+
+# ------------------------------------------------------------------------------------------- flow matching (2.0)
+# objective="flow_matching": Open-Sora 2.0 on MMDiT-S (cond_in on, separate q/k/v, liger RoPE), latent
+# [2, 4, 3, 4, 6] (packed: 2 x 18 tokens x 16), T5 [2, 7, 48] with a 3-token "" encoding (padded by repeating its
+# last token), CLIP pooled [2, 32]. The randoms are a FlowMatchingBatchNoise drawn once (t from the logit-normal +
+# time shift); the cond types and the dropout uniforms are set per case so that each case is what it says.
+# Upstream 2.0's Adam eps 1e-15, wd 0 (configs/diffusion/train/image.py); EMA 0.99 so the EMA row is exercised.
+FM = "MMDiT-S"
+FM_SHAPE = (2, 4, 3, 4, 6)
+# case -> (cond types, T5 uniforms, CLIP uniforms, port in graph mode, recompute in both twins)
+FM_CASES = {
+    # i2v_head conditions frame 0 of sample 0; T5 dropped for sample 0, CLIP for sample 1 (p = 0.31622777)
+    "i2v_head-dropout-graph-recompute": (["i2v_head", "t2v"], [0.1, 0.9], [0.9, 0.2], True, True),
+    # i2v_loop (frames 0 and -1), nothing dropped, PyNative, no recompute
+    "i2v_loop-pynative": (["i2v_loop", "t2v"], [0.9, 0.5], [0.7, 0.4], False, False),
+}
+
+
+def fm_batch(seed=40):
+    rng = np.random.default_rng(seed)
+    B = FM_SHAPE[0]
+    x0 = rng.standard_normal(FM_SHAPE).astype(np.float32)
+    return dict(x0=x0, txt=rng.standard_normal((B, 7, 48)).astype(np.float32),
+                y_vec=rng.standard_normal((B, 32)).astype(np.float32),
+                txt_null=rng.standard_normal((1, 3, 48)).astype(np.float32),
+                y_vec_null=rng.standard_normal((1, 32)).astype(np.float32),
+                ref=(x0 + 0.1 * rng.standard_normal(FM_SHAPE)).astype(np.float32))   # "separately encoded"
+
+
+def fm_noise(case, batch, seed=41):
+    from opensora_dual.training import FlowMatchingBatchNoise
+
+    cond_types, u_t5, u_clip = FM_CASES[case][:3]
+    n = FlowMatchingBatchNoise.draw(np.random.default_rng(seed), batch["x0"].shape, cond_types=cond_types)
+    n.u_t5, n.u_clip = np.array(u_t5), np.array(u_clip)
+    return n
+
+
+def fm_pt_model(seed=0):
+    torch.manual_seed(seed)
+    m = build(FM, "pt")
+    fill_zero_parameters(m)          # cond_in is zero-initialised: fill it so its gradient path is exercised
+    return m
+
+
+def fm_steps(**kw):
+    return dict(dict(lr=5e-5, eps=1e-15, ema_decay=0.99, objective="flow_matching"), **kw)
+
+
+@pytest.fixture(scope="module", params=list(FM_CASES))
+def fm_one_step(request):
+    case = request.param
+    graph, recompute = FM_CASES[case][3:]
+    pt = fm_pt_model()
+    port = build(FM, "ms")
+    transfer_weights(pt, port)
+    a = PTT.TrainStep(pt, **fm_steps(recompute=recompute))
+    b = MST.TrainStep(port, **fm_steps(recompute=recompute), jit=graph, jit_update=False)
+    assert b.recompute == recompute and pt.grad_ckpt_settings == ((2, 2) if recompute else None)
+    batch = fm_batch()
+    noise = fm_noise(case, batch)
+    w0 = (a.parameters(), b.parameters())
+    t0 = time.time()
+    ra = a.step(batch, noise, keep_grads=True)
+    t1 = time.time()
+    rb = b.step(batch, noise, keep_grads=True)
+    print(f"flow matching {case}: t {noise.t}; pt {t1 - t0:.1f}s ms {time.time() - t1:.1f}s; "
+          f"loss {ra['loss']:.7f} / {rb['loss']:.7f}")
+    return case, a, batch, noise, ra, rb, w0, (a.parameters(), b.parameters()), (a.ema_state(), b.ema_state())
+
+
+def test_flow_matching_one_step_loss_gradients_and_update(fm_one_step):
+    """One Open-Sora 2.0 step, the port (graph mode + recompute, or PyNative) against the reference: the loss,
+    every gradient (cond_in included: the condition reaches the model), every updated weight, every update and
+    the EMA at "model_small"/fp32."""
+    case, _, _, _, ra, rb, (w0a, w0b), (wa, wb), (ea, eb) = fm_one_step
+    loss_m = compare(np.float64(rb["loss"]), np.float64(ra["loss"]))
+    print(f"flow matching {case} loss {ra['loss']!r} / {rb['loss']!r}: rel {loss_m.rel_fro:.2e}")
+    assert judge(loss_m, GRAD, "fp32"), loss_m
+    assert judge(compare(np.float64(rb["grad_norm"]), np.float64(ra["grad_norm"])), GRAD, "fp32")
+    assert np.abs(ra["grads"]["cond_in.weight"]).max() > 0
+    report(f"flow matching {case} gradients", worst(rb["grads"], ra["grads"]))
+    skip = skip_masks(ra["grads"])
+    report(f"flow matching {case} updated weights", worst(wb, wa, skip=skip))
+    report(f"flow matching {case} updates", worst(deltas(wb, w0b), deltas(wa, w0a), skip=skip))
+    report(f"flow matching {case} EMA", worst(eb, ea, skip=skip))
+
+
+def test_flow_matching_inputs_dropout_condition_and_reference_loss(fm_one_step):
+    """What the step fed the model: dropped samples carry the "" encodings (T5 padded by its last token), the
+    cond's mask channel marks the case's conditioned frames with the reference latent there, x_t / target follow
+    the 2.0 formulas; and the reference's loss is the float64 MSE of its own prediction (level "op")."""
+    from opensora_dual.packing import unpack
+    from opensora_dual.training.flow_matching import DROPOUT_RATIO, flow_matching_loss_reference
+
+    case, a, batch, noise, ra, _, _, _, _ = fm_one_step
+    inp = a.flow_matching_inputs(batch, noise)
+    d5, dc = noise.drops(DROPOUT_RATIO)
+    null = np.concatenate([batch["txt_null"][0]] + [batch["txt_null"][0, -1:]] * 4)
+    for i in range(2):
+        np.testing.assert_array_equal(inp["txt"][i], null if d5[i] else batch["txt"][i])
+        np.testing.assert_array_equal(inp["y_vec"][i], batch["y_vec_null"][0] if dc[i] else batch["y_vec"][i])
+    assert d5.any() == dc.any() == case.startswith("i2v_head")
+    cond = unpack(inp["cond"], 3, 4, 6)                      # [B, 1 + C, T, H, W]
+    want = {"i2v_head": [True, False, False], "i2v_loop": [True, False, True], "t2v": [False] * 3}
+    for i, ct in enumerate(noise.cond_types):
+        frames = np.array(want[ct])
+        assert (cond[i, 0].max(axis=(1, 2)) == 1).tolist() == frames.tolist(), (ct, cond[i, 0])
+        np.testing.assert_array_equal(cond[i, 1:][:, frames], batch["ref"][i][:, frames])
+        assert not cond[i, 1:][:, ~frames].any()
+    t = noise.t.astype(np.float64)[:, None, None]
+    from opensora_dual.packing import pack
+
+    x0p = pack(batch["x0"]).astype(np.float64)
+    np.testing.assert_allclose(inp["img"], (1 - t) * x0p + (1 - (1 - 1e-5) * (1 - t)) * noise.x1, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(inp["target"], (1 - 1e-5) * noise.x1 - x0p, rtol=1e-6, atol=1e-6)
+    pt = fm_pt_model()
+    with torch.no_grad():
+        a2 = PTT.TrainStep(pt, **fm_steps())
+        pred = pt(*(torch.from_numpy(inp[k]) for k in ("img", "img_ids", "txt", "txt_ids", "timesteps", "y_vec")),
+                  cond=torch.from_numpy(inp["cond"])).numpy()
+        got = float(a2.loss(batch, noise))
+    ref = flow_matching_loss_reference(pred, inp["target"])
+    assert judge(compare(np.float64(got), np.float64(ref)), "op", "fp32"), (got, ref)
+    assert got == pytest.approx(ra["loss"], rel=1e-6)
+
+
+def test_flow_matching_recompute_and_accumulation_in_the_reference(fm_one_step):
+    """The reference with checkpointing on and off, and with grad_accum=2 on the same batch (2 x 1) against one
+    batch of 2: the same gradients and update (the port's recompute is in the graph case above)."""
+    case, _, batch, noise, ra, _, (w0a, _), (wa, _), _ = fm_one_step
+    if not case.startswith("i2v_head"):
+        pytest.skip("run once")
+    for label, kw in (("checkpoint off", dict(recompute=False)), ("grad_accum 2x1", dict(grad_accum=2))):
+        ts = PTT.TrainStep(fm_pt_model(), **fm_steps(**kw))
+        r = ts.step(batch, noise, keep_grads=True)
+        assert judge(compare(np.float64(r["loss"]), np.float64(ra["loss"])), GRAD, "fp32"), label
+        report(f"reference {label} vs checkpoint on: gradients", worst(r["grads"], ra["grads"]))
+        report(f"reference {label} vs checkpoint on: updates", worst(deltas(ts.parameters(), w0a), deltas(wa, w0a),
+                                                                      skip=skip_masks(ra["grads"])))
+
+
+def test_flow_matching_arguments_are_checked_in_both_twins():
+    """Unknown flow-matching arguments and condition types are refused by both twins with the same message."""
+    pt = fm_pt_model()
+    port = build(FM, "ms")
+    for cls, model in ((PTT.TrainStep, pt), (MST.TrainStep, port)):
+        with pytest.raises(ValueError, match="unknown flow-matching training argument"):
+            cls(model, lr=1e-3, objective="flow_matching", objective_kwargs=dict(version="v1.0"))
+        with pytest.raises(ValueError, match="unknown condition type"):
+            cls(model, lr=1e-3, objective="flow_matching", objective_kwargs=dict(condition_config={"i2v": 1}))

@@ -1,10 +1,12 @@
-"""Open-Sora training with the MindSpore port: 1.2 (STDiT3, rectified flow; upstream ``v1.2.0:scripts/train.py``),
+"""Open-Sora training with the MindSpore port (2.0 also with the PyTorch reference: ``--backend pt``): 2.0 (MMDiT,
+flow matching; upstream ``main:scripts/diffusion/train.py``, on cached / synthetic latents + T5 / CLIP features), 1.2 (STDiT3, rectified flow; upstream ``v1.2.0:scripts/train.py``),
 1.1 (STDiT2, IDDPM, buckets + frame masks; ``v1.1.0``) and 1.0 (STDiT, IDDPM, one fixed size; ``v1.0.0``).
 
     python scripts/train.py --config configs/opensora/train/demo-small.yaml            # 1.0, tiny, synthetic data
     python scripts/train.py --config configs/opensora-v1-1/train/demo-small.yaml       # 1.1, tiny, synthetic data
 
     python scripts/train.py --config configs/opensora-v1-2/train/demo-small.yaml          # tiny, synthetic data
+    python scripts/train.py --config configs/opensora-v2-0/train/demo-small.yaml [--backend pt]   # 2.0, tiny
     python scripts/train.py --config configs/opensora-v1-2/train/stage1.yaml --dtype fp32 \\
         --dataset.data_path meta.csv --model.from_pretrained PixArt-Sigma-XL-2-2K-MS.pth --model.init_from pixart \\
         --vae.from_pretrained OpenSora-VAE-v1.2/ --text_encoder.from_pretrained t5-v1_1-xxl/
@@ -102,6 +104,11 @@ DEFAULTS = dict(
     use_parallel=False, parallel_optimizer=False,
     jit=True, jit_update=None,
     build_random_components=False,
+    # Open-Sora 2.0 (model family mmdit; upstream configs/diffusion/train/*.py keys). The data are cached features:
+    # --latents DIR (latent_mean/latent_std [T', C, h, w]) and --text-embeddings DIR (text_emb [L, D] = T5, y_vec
+    # [D'] = CLIP pooled; null.npz = the encodings of ""), or dataset.synthetic (written into the run folder).
+    backend="ms", dropout_ratio=None, condition_config=None, sigma_min=None, guidance=None, is_causal_vae=None,
+    grad_ckpt_settings=None, t5=None, clip=None, ae=None,
 )
 SECTIONS = ("dataset", "model", "vae", "text_encoder", "scheduler")   # open sections: constructor kwargs
 # scheduler defaults per objective (rflow: v1.2's; iddpm: upstream's train configs, the unrespaced schedule)
@@ -109,7 +116,8 @@ RFLOW_DEFAULTS = dict(use_timestep_transform=True, sample_method="logit-normal",
                       num_timesteps=1000, use_discrete_timesteps=False, transform_scale=1.0)
 IDDPM_DEFAULTS = dict(timestep_respacing="")
 # the Open-Sora release each model family belongs to (the IDDPM schedule's version: v1.0 float64 tables)
-FAMILY_RELEASE = {"stdit": "v1.0", "stdit2": "v1.1", "stdit3": "v1.2"}
+FAMILY_RELEASE = {"stdit": "v1.0", "stdit2": "v1.1", "stdit3": "v1.2", "mmdit": "v2.0"}
+FM_CONFIG_KEYS = ("dropout_ratio", "condition_config", "sigma_min", "guidance", "is_causal_vae")   # 2.0 top-level
 VAE2D_TYPES = ("VideoAutoencoderKL",)     # upstream's 1.0/1.1 vae.type; the 2D presets are accepted too
 # section keys the script consumes itself (the rest of model/vae go to the constructor)
 MODEL_OWN = ("type", "from_pretrained", "init_from")
@@ -402,6 +410,16 @@ class VAEGeometry:
         return t, H // self.f, W // self.f
 
 
+class FlowMatchingGeometry:
+    """Open-Sora 2.0's latent size (the HunyuanVAE: causal 4x in time, 8x in space): T -> (T - 1)//4 + 1."""
+
+    def __init__(self, channels):
+        self.channels = channels
+
+    def latent_size(self, T, H, W):
+        return (T - 1) // 4 + 1, H // 8, W // 8
+
+
 class FixedSize:
     """The one "bucket" of Open-Sora 1.0's ``VideoTextDataset``: every video at (num_frames, H, W) =
     (``num_frames``, ``image_size``), one batch size. Rows too short for num_frames x frame_interval frames (and
@@ -441,6 +459,7 @@ class Trainer:
     def __init__(self, cfg, cli):
         self.cfg, self.cli = cfg, cli
         self.notes = []
+        self.backend = str(cfg.get("backend") or "ms")   # settings() checks it
 
     # ---- output -------------------------------------------------------------------------------------------------
     def say(self, text, all_ranks=False):
@@ -486,10 +505,17 @@ class Trainer:
             if not on_ascend():
                 raise UserError("--dtype bf16 needs Ascend: MindSpore has no bf16 matmul/softmax kernels on CPU; "
                                 "use --dtype fp32 or --dtype fp16 (mixed precision with loss scaling)")
+        self.backend = str(cfg.get("backend") or "ms")
         self.family = self.model_family()
         self.release = FAMILY_RELEASE.get(self.family, "v1.2")
+        if self.backend not in ("ms", "pt"):
+            raise UserError(f"backend must be ms or pt, got {self.backend!r}")
+        if self.backend == "pt" and (self.family != "mmdit" or self.use_parallel or self.dtype != "fp32"):
+            raise UserError("--backend pt (the PyTorch reference) trains Open-Sora 2.0 (mmdit) only, fp32, one process")
         self.objective_settings(dict(cfg.get("scheduler") or {}))
         self.mask_ratios = cfg.get("mask_ratios")
+        if self.family == "mmdit" and self.mask_ratios is not None:
+            raise UserError("mask_ratios: Open-Sora 2.0 (mmdit) conditions by condition_config, not frame masks")
         if self.mask_ratios is not None:
             from opensora_dual.training import FrameMaskGenerator
 
@@ -551,6 +577,20 @@ class Trainer:
         training keys -> ``self.objective_kwargs``; version v1.0 for STDiT, v1.1 otherwise)."""
         from opensora_dual.training import IDDPM_TRAIN_KEYS, objective_settings
 
+        if self.family == "mmdit":   # Open-Sora 2.0: flow matching, its settings are top-level keys (upstream)
+            from opensora_dual.training import flow_matching_settings
+
+            kind = str(sched.pop("type", "flow_matching")).lower()
+            if kind not in ("flow_matching", "rflow") or sched:   # rflow: the DEFAULTS' scheduler.type
+                raise UserError(f"Open-Sora 2.0 (mmdit) trains with flow matching (set dropout_ratio, "
+                                f"condition_config, sigma_min, guidance at the top level), got scheduler {kind} {sched}")
+            kw = {k: self.cfg[k] for k in FM_CONFIG_KEYS if self.cfg.get(k) is not None}
+            try:
+                self.objective_kwargs = flow_matching_settings(kw)
+            except ValueError as e:
+                raise UserError(f"flow matching: {e}") from None
+            self.objective, self.noise_kw = "flow_matching", {}
+            return
         kind = str(sched.pop("type", "rflow")).lower()
         if kind == "rflow":
             unknown = sorted(set(sched) - set(RFLOW_DEFAULTS))
@@ -742,6 +782,8 @@ class Trainer:
         if init_from not in (None, "pixart"):
             raise UserError(f"model.init_from must be null or pixart, got {init_from!r}")
         overrides = self.model_kwargs()
+        if self.family == "mmdit" and self.cfg.get("grad_ckpt_settings") is not None:
+            overrides.setdefault("grad_ckpt_settings", tuple(self.cfg["grad_ckpt_settings"]))
         ckpt = None
         fam = registry.get_family(self.family)
         if getattr(self, "fixed_size", None) is not None:   # 1.0: STDiT built for the latent of (num_frames, image_size)
@@ -760,13 +802,17 @@ class Trainer:
             kwargs = registry.resolve(preset)[1]
         kwargs.update(overrides)
         self.model_kwargs_full = kwargs
+        if self.backend == "pt":
+            import torch
+
+            torch.manual_seed(self.seed)
         try:
-            model = fam.model_class("ms")(**kwargs)
+            model = fam.model_class(self.backend)(**kwargs)
         except TypeError as e:
             raise UserError(f"cannot build {fam.name} from {kwargs}: {e}") from None
         if ckpt is not None:
             try:
-                converters.load_state_into(model, ckpt, "ms", strict=True, family=fam)
+                converters.load_state_into(model, ckpt, self.backend, strict=True, family=fam)
             finally:
                 ckpt.close()
             self.init_note = f"weights from {path}"
@@ -897,6 +943,8 @@ class Trainer:
         path = ds_cfg.get("data_path")
         if path is None and ds_cfg.get("synthetic") is not None:
             path = self.make_synthetic(ds_cfg["synthetic"])
+            if self.family == "mmdit":
+                self.make_synthetic_features(path)
         if path is None:
             raise UserError("dataset.data_path is required (the dataset csv/parquet)")
         self.dataset = VariableVideoTextDataset(path, transform_name=ds_cfg.get("transform_name", "resize_crop"),
@@ -917,6 +965,10 @@ class Trainer:
                             f"bucket's num_frames, and at least 0.8x the pixels of the resolution): nothing to train on")
         self.text_cache = self.cfg.get("text_embeddings")
         self.latent_cache = self.cfg.get("latents")
+        if self.family == "mmdit" and (self.text_cache is None or self.latent_cache is None):
+            raise UserError("Open-Sora 2.0 (mmdit) trains on cached features here: pass --latents DIR and "
+                            "--text-embeddings DIR (T5 text_emb + CLIP y_vec per sample, null.npz), or use "
+                            "dataset.synthetic")
         for key in ("text_cache", "latent_cache"):
             d = getattr(self, key)
             if d is not None and not os.path.isdir(d):
@@ -936,6 +988,65 @@ class Trainer:
             make_synthetic_dataset(folder, seed=self.seed, **kw)
         self.barrier()
         return csv_path
+
+    def make_synthetic_features(self, csv_path):
+        """2.0's demo features, written once under the run (rank 0) in the cache formats: a latent per video =
+        the video average-pooled to the latent grid (causal 4 x 8 x 8, the HunyuanVAE's), its C channels cycling
+        RGB + grey, x2 (~unit scale, something to learn); T5 / CLIP features drawn from a generator seeded by the
+        caption (same caption, same features); null.npz = the features of "" (3 T5 tokens, padded in training)."""
+        import numpy as np
+
+        from opensora_dual.data import read_table
+        from opensora_dual.inference.references import decode_video_rgb
+
+        folder = os.path.join(self.run_dir, "data")
+        lat_dir, txt_dir = os.path.join(folder, "latents"), os.path.join(folder, "text")
+        sec = self.cfg.get("model") or {}
+        from opensora_dual import registry
+
+        kw = {**registry.resolve(sec.get("type"))[1], **self.model_kwargs()}
+        C = int(kw["in_channels"]) // int(kw.get("patch_size", 2)) ** 2
+        L, D, Dv = self.fm_text_len(), int(kw["context_in_dim"]), int(kw["vec_in_dim"])
+        if self.rank == 0 and not os.path.exists(os.path.join(txt_dir, "null.npz")):
+            for row in read_table(csv_path):
+                frames, fps = decode_video_rgb(row["path"])
+                x = frames.astype(np.float32) / 127.5 - 1.0                    # [T, H, W, 3]
+                T, H, W, _ = x.shape
+                t = (T - 1) // 4 + 1
+                x = np.concatenate([x[:1]] * 4 + [x[1:], np.repeat(x[-1:], 4 * t - T, 0)])[:4 * t] if T > 1 else \
+                    np.repeat(x, 4, 0)
+                x = x.reshape(t, 4, H // 8, 8, W // 8, 8, 3).mean(axis=(1, 3, 5))
+                x = np.concatenate([x, x.mean(-1, keepdims=True)], -1)         # [t, h, w, 4]
+                lat = np.stack([x[..., c % 4] for c in range(C)], 1) * 2.0     # [t, C, h, w]
+                out = os.path.join(lat_dir, cache_name(row["path"]))
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                np.savez(out, latent_mean=lat.astype(np.float32), latent_std=np.full_like(lat, 0.05, np.float32),
+                         fps=np.float32(fps))
+                g = np.random.default_rng(zlib.crc32(row["text"].encode()))
+                out = os.path.join(txt_dir, cache_name(row["path"]))
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                np.savez(out, text_emb=g.standard_normal((L, D), dtype=np.float32),
+                         y_vec=g.standard_normal((Dv,), dtype=np.float32))
+            g = np.random.default_rng(zlib.crc32(b""))
+            np.savez(os.path.join(txt_dir, "null.npz"), text_emb=g.standard_normal((3, D), dtype=np.float32),
+                     y_vec=g.standard_normal((Dv,), dtype=np.float32))
+        self.barrier()
+        self.cfg["latents"], self.cfg["text_embeddings"] = lat_dir, txt_dir
+
+    def fm_text_len(self):
+        """2.0's T5 length: ``t5.max_length`` (upstream 512)."""
+        return int((self.cfg.get("t5") or {}).get("max_length", 512))
+
+    def read_null_text(self):
+        """The T5 / CLIP encodings of "" (``null.npz`` in the text cache: text_emb [L0, D], y_vec [D'])."""
+        import numpy as np
+
+        path = os.path.join(self.text_cache, "null.npz")
+        if not os.path.isfile(path):
+            raise UserError(f"{path} is missing: the T5 / CLIP encodings of \"\" (text_emb [L0, D], y_vec [D']) "
+                            f"for the caption dropout")
+        with np.load(path) as f:
+            return np.asarray(f["text_emb"], np.float32), np.asarray(f["y_vec"], np.float32)
 
     def _rng(self, step, g, stream):
         import numpy as np
@@ -976,6 +1087,13 @@ class Trainer:
             x0 = np.stack([it["z"] for it in items])
         else:
             x0 = self.encode_videos(np.stack([it["video"] for it in items]), [it["g"] for it in items], step)
+        if self.family == "mmdit":
+            f32 = np.float32
+            batch = dict(x0=x0.astype(f32), txt=np.stack([it["y"] for it in items]).astype(f32),
+                         y_vec=np.stack([it["mask"] for it in items]).astype(f32),
+                         txt_null=self.null_txt[None], y_vec_null=self.null_vec[None])
+            batch["_g"] = [it["g"] for it in items]
+            return batch, skipped
         if self.text_cache is not None:
             y = np.stack([it["y"] for it in items])[:, None]
             mask = np.stack([it["mask"] for it in items]).astype(np.int64)
@@ -1034,9 +1152,15 @@ class Trainer:
             raise CorruptSampleError(path, "text embedding cache file missing")
         try:
             with np.load(path) as f:
-                emb, mask = np.asarray(f["text_emb"], np.float32), np.asarray(f["mask"])
+                emb = np.asarray(f["text_emb"], np.float32)
+                mask = np.asarray(f["y_vec"] if self.family == "mmdit" else f["mask"])
         except Exception as e:
             raise CorruptSampleError(path, f"unreadable text embedding cache ({one_line(e)})") from None
+        if self.family == "mmdit":   # 2.0: (T5 [L, D], CLIP pooled [D'])
+            if emb.shape != (self.text_len, self.caption_channels) or mask.shape != (self.vec_channels,):
+                raise UserError(f"{path}: text_emb {emb.shape} / y_vec {mask.shape} do not fit the model (needs "
+                                f"{(self.text_len, self.caption_channels)} / ({self.vec_channels},))")
+            return emb, mask.astype(np.float32)
         want = (self.text_len, self.caption_channels)
         if emb.shape != want or mask.shape != (self.text_len,):
             raise UserError(f"{path}: text_emb {emb.shape} / mask {mask.shape} do not fit the model (needs "
@@ -1078,6 +1202,19 @@ class Trainer:
 
         parts = []
         x0 = batch["x0"]
+        if self.objective == "flow_matching":
+            from opensora_dual.training import FlowMatchingBatchNoise
+
+            fm = self.objective_kwargs
+            for g in batch["_g"]:
+                parts.append(FlowMatchingBatchNoise.draw(self._rng(step, g, 0), (1,) + x0.shape[1:],
+                                                         self.model.patch_size, fm["condition_config"],
+                                                         fm["is_causal_vae"], fm["time_compression"]))
+            return FlowMatchingBatchNoise(t=np.concatenate([p.t for p in parts]),
+                                          x1=np.concatenate([p.x1 for p in parts]),
+                                          u_t5=np.concatenate([p.u_t5 for p in parts]),
+                                          u_clip=np.concatenate([p.u_clip for p in parts]),
+                                          cond_types=sum((p.cond_types for p in parts), []))
         for j, g in enumerate(batch["_g"]):
             sl = slice(j, j + 1)
             if self.objective == "iddpm":
@@ -1117,7 +1254,7 @@ class Trainer:
         fam = registry.get_family(self.family)
         release_cfg = fam.config_to_json(dict(self.model_kwargs_full))
         t = self.trainer
-        weights = converters.model_tensors(self.model, "ms")
+        weights = converters.model_tensors(self.model, self.backend)
         ema = dict(weights)
         ema.update(t.ema_state() if t.ema_decay is not None else {})
         hook = os.environ.get(HOOK_CKPT_SLEEP)
@@ -1142,7 +1279,7 @@ class Trainer:
                       os.path.join(tmp, "ema", "model.ckpt"))
             ts = t.state_dict()
             opt = []
-            for name in t.names:
+            for name in ts["exp_avg"]:
                 opt += [{"name": "exp_avg." + name, "data": ms.Tensor(ts["exp_avg"][name])},
                         {"name": "exp_avg_sq." + name, "data": ms.Tensor(ts["exp_avg_sq"][name])}]
             save_ckpt(opt, os.path.join(tmp, "optimizer.ckpt"))
@@ -1172,14 +1309,22 @@ class Trainer:
         from ms_impl.training.train_step import load_weights_inplace
 
         weights = ms.load_checkpoint(os.path.join(path, "model.ckpt"))
-        load_weights_inplace(self.model, {k: v.asnumpy() for k, v in weights.items()}, strict=True)
+        if self.backend == "pt":
+            import torch
+
+            with torch.no_grad():
+                for n, p in list(self.model.named_parameters()) + list(self.model.named_buffers()):
+                    if n in weights:
+                        p.copy_(torch.from_numpy(weights[n].asnumpy()))
+        else:
+            load_weights_inplace(self.model, {k: v.asnumpy() for k, v in weights.items()}, strict=True)
         opt = ms.load_checkpoint(os.path.join(path, "optimizer.ckpt"))
         ema = ms.load_checkpoint(os.path.join(path, "ema", "model.ckpt"))
         tracked = set(t.ema_state())
         ts = state["trainer"]
         t.load_state_dict(dict(
-            exp_avg={n: opt["exp_avg." + n].asnumpy() for n in t.names},
-            exp_avg_sq={n: opt["exp_avg_sq." + n].asnumpy() for n in t.names},
+            exp_avg={n: opt["exp_avg." + n].asnumpy() for n in t.parameters()},
+            exp_avg_sq={n: opt["exp_avg_sq." + n].asnumpy() for n in t.parameters()},
             ema={n: ema[n].asnumpy() for n in tracked},
             counters={k: ts[k] for k in ("update_count", "global_step", "skipped_steps")},
             loss_scale=ts.get("scaler"), rng=(state.get("rng") or {}).get("train_step")))
@@ -1223,13 +1368,25 @@ class Trainer:
 
         ms.set_seed(self.seed)       # the same random init whether or not components were built first
         self.model = self.build_model()
-        self.text_len = int(self.model.model_max_length)
-        self.caption_channels = int(self.model.y_embedder.y_embedding.shape[1])
-        self.latent_channels = int(self.model.in_channels)
+        if self.family == "mmdit":
+            self.text_len = self.fm_text_len()
+            self.caption_channels = int(self.model.txt_in.weight.shape[1])
+            self.vec_channels = int(self.model.vector_in.in_layer.weight.shape[1])
+            self.latent_channels = int(self.model.in_channels) // int(self.model.patch_size) ** 2
+        else:
+            self.text_len = int(self.model.model_max_length)
+            self.caption_channels = int(self.model.y_embedder.y_embedding.shape[1])
+            self.latent_channels = int(self.model.in_channels)
         tl = (self.cfg.get("text_encoder") or {}).get("model_max_length")
+        if self.family == "mmdit":
+            tl = None
+            self.geometry = FlowMatchingGeometry(self.latent_channels)
+            self.null_txt, self.null_vec = self.read_null_text()
         if tl is not None and int(tl) != self.text_len:
             raise UserError(f"text_encoder.model_max_length {tl} != the model's model_max_length {self.text_len}")
-        if self.latent_cache is None:
+        if self.family == "mmdit":
+            self.vae = None
+        elif self.latent_cache is None:
             self.vae = self.build_vae()
             self.geometry = None
             if int(self.vae.out_channels) != self.latent_channels:
@@ -1239,6 +1396,15 @@ class Trainer:
             self.vae = None
             self.geometry = self.vae_geometry()
         self.text = None if self.text_cache is not None else self.build_text()
+        if self.backend == "pt":
+            from pt_reference.training.train_step import TrainStep as PtTrainStep
+
+            self.trainer = PtTrainStep(self.model, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps,
+                                       betas=self.betas, grad_clip=self.grad_clip, warmup_steps=self.warmup,
+                                       ema_decay=self.ema_decay, grad_accum=self.grad_accum,
+                                       recompute=_bool(self.cfg, "grad_checkpoint"), seed=self.seed,
+                                       objective=self.objective, objective_kwargs=self.objective_kwargs)
+            return
         if self.world > 1:
             self.sync_from_rank0(self.model)
             for net in (self.vae, getattr(self.text, "net", None)):
@@ -1276,7 +1442,7 @@ class Trainer:
 
             with open(os.path.join(self.run_dir, "config.yaml"), "w", encoding="utf-8") as f:
                 yaml.safe_dump({k: v for k, v in self.cfg.items() if not k.startswith("_")}, f, sort_keys=False)
-        nparams = sum(int(np.prod(p.shape)) for p in self.trainer.params)
+        nparams = sum(int(np.prod(p.shape)) for p in self.trainer.parameters().values())
         self.say(f"{PROG}: {self.cfg['model'].get('type')} ({nparams / 1e6:.2f}M trainable, {self.init_note}), "
                  f"{len(self.dataset)} rows, {self.world} rank(s), dtype {self.dtype}, lr {self.lr:g} "
                  f"(warm-up {self.warmup}), run folder {self.run_dir}")

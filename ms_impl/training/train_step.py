@@ -28,6 +28,11 @@ clipping, LinearWarmupLR and EMA rule (``opensora_dual.training``). What the por
 - divergence: a NaN/Inf loss (or a non-finite gradient without loss scaling) raises
   ``TrainingDivergedError`` naming the step, before anything is updated.
 
+Open-Sora 2.0 (``objective="flow_matching"``, the MMDiT): the model inputs and the target are built in numpy by
+``opensora_dual.training.flow_matching_inputs`` (the same numbers as the reference), the loss cell is
+``FlowMatchingLoss`` (plain fp32 MSE); the rest of the step (graphs, AdamW, clipping, EMA, loss scaling,
+accumulation, recompute = ``model.set_recompute(True)``) is shared.
+
 Model arguments: a graph has one fixed positional signature, so the loss cells take the model's arguments after
 ``y`` positionally, in the order of the model's ``construct`` (resolved once at construction with
 ``ms_impl.schedulers.iddpm.model_argument_names``): STDiT (mask), STDiT2 (mask, x_mask, num_frames, height,
@@ -40,6 +45,9 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 
 from ms_impl.schedulers.iddpm import IDDPM, IDDPMLoss, model_argument_names
+from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, FlowMatchingBatchNoise,
+                                                  flow_matching_inputs, flow_matching_noise, flow_matching_settings,
+                                                  objective_key)
 from opensora_dual.training.iddpm import integer_timesteps, objective_settings
 from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
                                           linear_warmup_lr, split_batch)
@@ -107,6 +115,21 @@ class IDDPMTrainLoss(nn.Cell):
             y = self.hybrid.model.y_embedder.token_drop(y, drop_ids)
         loss, _, _ = self.hybrid(x0, noise, t, x_mask, y, *model_tail)
         return loss.mean()
+
+
+class FlowMatchingLoss(nn.Cell):
+    """Upstream 2.0's ``F.mse_loss(model(**inp).float(), v_t.float(), reduction="mean")``, the reference's
+    ``flow_matching_training_loss``: inputs from ``flow_matching_inputs`` (cond / guidance None when the model has
+    no ``cond_in`` / ``guidance_in``)."""
+
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)  # keep the model's parameter names
+        self.model = model
+
+    def construct(self, img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond, guidance):
+        out = self.model(img, img_ids, txt, txt_ids, timesteps, y_vec, cond, guidance)
+        d = out.astype(F32) - target
+        return (d * d).mean()
 
 
 class AdamWUpdate(nn.Cell):
@@ -264,8 +287,13 @@ class TrainStep:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         self.model = model
         self.objective = objective
-        iddpm_kwargs = objective_settings(objective, objective_kwargs)
-        self.model_tail = model_tail_names(model)
+        self.fm = None
+        if objective == FLOW_MATCHING:
+            self.fm = flow_matching_settings(objective_kwargs)
+            iddpm_kwargs, self.model_tail = {}, []
+        else:
+            iddpm_kwargs = objective_settings(objective, objective_kwargs)
+            self.model_tail = model_tail_names(model)
         self.base_lr, self.weight_decay, self.eps, self.betas = lr, weight_decay, eps, tuple(betas)
         self.grad_clip, self.warmup_steps = grad_clip, warmup_steps
         self.ema_decay, self.grad_accum, self.jit = ema_decay, grad_accum, jit
@@ -282,8 +310,11 @@ class TrainStep:
         if recompute:
             model.set_recompute(True)
         self.recompute = bool(getattr(model, "_recompute", recompute))
-        self.caption_drop_prob = float(model.y_embedder.uncond_prob)
-        model.y_embedder.uncond_prob = 0.0   # the step owns caption dropout (pre-drawn drop ids)
+        if self.fm is not None:   # 2.0: the T5 / CLIP dropout of the randoms (dropout_ratio), no y_embedder
+            self.caption_drop_prob = None
+        else:
+            self.caption_drop_prob = float(model.y_embedder.uncond_prob)
+            model.y_embedder.uncond_prob = 0.0   # the step owns caption dropout (pre-drawn drop ids)
         model.set_train(True)
 
         if loss_scale is None:
@@ -299,6 +330,9 @@ class TrainStep:
         if objective == "iddpm":
             self.diffusion = IDDPM(graph=False, **iddpm_kwargs)
             self.loss_cell = IDDPMTrainLoss(model, self.diffusion.schedule)
+        elif self.fm is not None:
+            self.diffusion = None
+            self.loss_cell = FlowMatchingLoss(model)
         else:
             self.diffusion = None
             self.loss_cell = RFlowLoss(model)
@@ -315,6 +349,20 @@ class TrainStep:
             return loss, tuple(g * inv_scale for g in grads)
 
         self._micro_step = micro_step
+        if self.fm is not None:
+            def fm_loss_fn(loss_weight, img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond, guidance):
+                loss = self.loss_cell(img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond, guidance)
+                return loss * loss_weight, loss
+
+            fm_grad_fn = ms.value_and_grad(fm_loss_fn, None, self.params, has_aux=True)
+
+            def fm_micro_step(loss_weight, inv_scale, img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond,
+                              guidance):
+                (_, loss), grads = fm_grad_fn(loss_weight, img, img_ids, txt, txt_ids, timesteps, y_vec, target,
+                                              cond, guidance)
+                return loss, tuple(g * inv_scale for g in grads)
+
+            self._micro_step = fm_micro_step
         # Compiled micro steps live on the model: the forward+backward graph depends only on the model (its
         # parameters, compute dtype, recompute switch) and the input signature, not on the optimizer, so a new
         # TrainStep on the same model (new lr, reset optimizer) reuses them instead of compiling again.
@@ -322,7 +370,7 @@ class TrainStep:
         self._cache = model.__dict__.setdefault("_train_step_graphs", {"fingerprint": None, "graphs": {}})
         self._model_params = list(model.get_parameters())
         self._graph_key = (tuple(id(p) for p in self.params), str(self.compute_dtype), self.recompute, objective,
-                           tuple(sorted(iddpm_kwargs.items())))
+                           objective_key(self.fm) if self.fm is not None else tuple(sorted(iddpm_kwargs.items())))
         self.jit_update = jit if jit_update is None else jit_update
         if self.jit_update:
             self._norm, self._accumulate = ms.jit(_global_norm), ms.jit(_accumulate)
@@ -410,8 +458,27 @@ class TrainStep:
         self.grad_reducer = reducer
 
     # ---- the step --------------------------------------------------------------------------------------
+    def flow_matching_inputs(self, batch, noise: FlowMatchingBatchNoise):
+        """The numpy model inputs and target of a 2.0 (micro-)batch (``opensora_dual.training``)."""
+        fm, m = self.fm, self.model
+        return flow_matching_inputs(batch, noise, m.patch_size, fm["sigma_min"], fm["dropout_ratio"],
+                                    with_cond=bool(m.cond_embed), guidance=fm["guidance"] if m.guidance_embed else None,
+                                    is_causal_vae=fm["is_causal_vae"], time_compression=fm["time_compression"])
+
+    def draw_noise(self, batch):
+        """This step's randoms when ``step`` gets none (from the step's generator)."""
+        if self.fm is not None:
+            return flow_matching_noise(batch, self.rng, self.model.patch_size, self.fm["condition_config"],
+                                       self.fm["is_causal_vae"], self.fm["time_compression"])
+        return default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
+
     def _inputs(self, batch, noise: TrainBatchNoise):
-        """(x0, noise, t, timepoints, drop_ids, x_mask, y, *model tail) as tensors (see ``RFlowLoss``)."""
+        """(x0, noise, t, timepoints, drop_ids, x_mask, y, *model tail) as tensors (see ``RFlowLoss``); 2.0:
+        (img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond, guidance) (see ``FlowMatchingLoss``)."""
+        if self.fm is not None:
+            i = self.flow_matching_inputs(batch, noise)
+            return tuple(_ms(i[k], np.float32) for k in ("img", "img_ids", "txt", "txt_ids", "timesteps", "y_vec",
+                                                          "target", "cond", "guidance"))
         if noise.x_mask is not None and "x_mask" not in self.model_tail:
             raise ValueError(f"{type(self.model).__name__} takes no x_mask: it cannot train with frame masks")
         x_mask = _ms(noise.x_mask, np.bool_)
@@ -453,7 +520,7 @@ class TrainStep:
         """One optimizer step on ``batch`` (dict of numpy: x0, y, mask, fps, height, width, num_frames) with the
         pre-drawn randoms ``noise`` -> dict(loss, grad_norm, lr, skipped, loss_scale) (+ grads)."""
         if noise is None:
-            noise = default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
+            noise = self.draw_noise(batch)
         k = self.grad_accum
         lr = self.lr_at(self.update_count)
         scale = self.loss_scale

@@ -11,6 +11,11 @@ With ``objective="iddpm"`` the loss is upstream's hybrid loss (``v1.0.0`` / ``v1
 [0, 1000); v1.1 frame masks: mask-False frames get q_sample(x0, 0, noise) and no loss), computed by
 ``pt_reference.schedulers.iddpm.IDDPM`` (unrespaced). Everything else is shared by both objectives.
 
+With ``objective="flow_matching"`` (Open-Sora 2.0, the MMDiT) the batch is 2.0's (x0 unpacked, txt, y_vec,
+txt_null, y_vec_null, optional ref), the randoms a ``FlowMatchingBatchNoise`` (t, x1, the two dropout uniform
+vectors, the condition types), and ``opensora_dual.training.flow_matching_inputs`` builds the packed model inputs
+and the target in numpy (both twins the same numbers); the loss is ``F.mse_loss(pred.float(), v)`` (plain mean).
+
 Every random number (t, noise, caption drop, frame masks) comes from ``opensora_dual.training.TrainBatchNoise``
 (IDDPM: ``iddpm_noise``), drawn in numpy, so the MindSpore port (``ms_impl.training``) can be fed the same numbers.
 
@@ -26,6 +31,8 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
+from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, FlowMatchingBatchNoise,
+                                                  flow_matching_inputs, flow_matching_noise, flow_matching_settings)
 from opensora_dual.training.iddpm import integer_timesteps, objective_settings
 from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
                                           linear_warmup_lr, split_batch)
@@ -99,6 +106,14 @@ def iddpm_training_loss(diffusion, model, x0, noise, t, model_kwargs, x_mask=Non
     return out["loss"].mean()
 
 
+def flow_matching_training_loss(model, inputs):
+    """Upstream 2.0's ``F.mse_loss(model(**inp).float(), v_t.float(), reduction="mean")``; ``inputs`` from
+    ``flow_matching_inputs`` (numpy)."""
+    out = model(_t(inputs["img"]), _t(inputs["img_ids"]), _t(inputs["txt"]), _t(inputs["txt_ids"]),
+                _t(inputs["timesteps"]), _t(inputs["y_vec"]), cond=_t(inputs["cond"]), guidance=_t(inputs["guidance"]))
+    return torch.nn.functional.mse_loss(out.float(), _t(inputs["target"]).float(), reduction="mean")
+
+
 def _blocks(model):
     if hasattr(model, "blocks"):   # STDiT / STDiT2: one list of spatial-temporal blocks
         return list(model.blocks)
@@ -108,7 +123,13 @@ def _blocks(model):
 def set_grad_checkpointing(model, enabled=True):
     """Recompute every block (STDiT, STDiT2, STDiT3) in the backward pass (upstream ``auto_grad_checkpoint``:
     ``torch.utils.checkpoint.checkpoint(block, ..., use_reentrant=False)``). Done by an instance-level
-    ``forward`` on each block, so the model code and the state-dict keys are untouched."""
+    ``forward`` on each block, so the model code and the state-dict keys are untouched. The MMDiT checkpoints
+    its first ``grad_ckpt_settings`` = (n_double, n_single) blocks itself: enabled sets them to every block,
+    disabled restores the model's own settings."""
+    if hasattr(model, "double_blocks"):
+        own = model.__dict__.setdefault("_own_grad_ckpt_settings", model.grad_ckpt_settings)
+        model.grad_ckpt_settings = (len(model.double_blocks), len(model.single_blocks)) if enabled else own
+        return model
     for block in _blocks(model):
         if "forward" in block.__dict__:          # already wrapped: restore the class forward
             del block.forward
@@ -153,7 +174,12 @@ class TrainStep:
             raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
         self.model = model
         self.objective = objective
-        iddpm_kwargs = objective_settings(objective, objective_kwargs)
+        self.fm = None
+        if objective == FLOW_MATCHING:
+            self.fm = flow_matching_settings(objective_kwargs)
+            iddpm_kwargs = {}
+        else:
+            iddpm_kwargs = objective_settings(objective, objective_kwargs)
         self.diffusion = None
         if objective == "iddpm":
             from pt_reference.schedulers.iddpm import IDDPM
@@ -164,8 +190,11 @@ class TrainStep:
         self.grad_clip, self.warmup_steps = grad_clip, warmup_steps
         self.ema_decay, self.grad_accum, self.recompute = ema_decay, grad_accum, recompute
         self.rng = np.random.default_rng(seed)
-        self.caption_drop_prob = float(model.y_embedder.uncond_prob)
-        model.y_embedder.uncond_prob = 0.0
+        if self.fm is not None:   # 2.0: the T5 / CLIP dropout of the randoms (dropout_ratio), no y_embedder
+            self.caption_drop_prob = None
+        else:
+            self.caption_drop_prob = float(model.y_embedder.uncond_prob)
+            model.y_embedder.uncond_prob = 0.0
         model.train()
         self.named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW([p for _, p in self.named_params], lr=lr, betas=self.betas, eps=eps,
@@ -248,8 +277,24 @@ class TrainStep:
             self.rng.bit_generator.state = state["rng"]
 
     # ---- the step --------------------------------------------------------------------------------------
+    def flow_matching_inputs(self, batch, noise: FlowMatchingBatchNoise):
+        """The numpy model inputs and target of a 2.0 (micro-)batch (``opensora_dual.training``)."""
+        fm, m = self.fm, self.model
+        return flow_matching_inputs(batch, noise, m.patch_size, fm["sigma_min"], fm["dropout_ratio"],
+                                    with_cond=bool(m.cond_embed), guidance=fm["guidance"] if m.guidance_embed else None,
+                                    is_causal_vae=fm["is_causal_vae"], time_compression=fm["time_compression"])
+
+    def draw_noise(self, batch):
+        """This step's randoms when ``step`` gets none (from the step's generator)."""
+        if self.fm is not None:
+            return flow_matching_noise(batch, self.rng, self.model.patch_size, self.fm["condition_config"],
+                                       self.fm["is_causal_vae"], self.fm["time_compression"])
+        return default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
+
     def loss(self, batch, noise: TrainBatchNoise):
         """The fp32 loss of one (micro-)batch; differentiable."""
+        if self.fm is not None:
+            return flow_matching_training_loss(self.model, self.flow_matching_inputs(batch, noise))
         kwargs = {k: _t(batch.get(k), MODEL_INPUTS[k]) for k in self.model_inputs if k in MODEL_INPUTS}
         if noise.x_mask is not None and "x_mask" not in self.model_inputs:
             raise ValueError(f"{type(self.model).__name__} takes no x_mask: it cannot train with frame masks")
@@ -262,7 +307,7 @@ class TrainStep:
 
     def step(self, batch, noise: Optional[TrainBatchNoise] = None, keep_grads=False) -> dict:
         if noise is None:
-            noise = default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
+            noise = self.draw_noise(batch)
         k = self.grad_accum
         micro_batches, micro_noises = split_batch(batch, k), noise.split(k)
         lr = self.lr_at(self.update_count)
