@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_convert.py --model STDiT-XL/2
 	$(VPY) benchmarks/bench_text_encoder.py --part encoders
 	$(VPY) benchmarks/bench_vae.py --frames 17 --size 32
+	$(VPY) benchmarks/bench_vae.py --frames 17 --size 64
 	$(VPY) benchmarks/bench_sampling.py
 	$(VPY) benchmarks/bench_train.py
 	$(VPY) benchmarks/bench_dit.py --models mmdit --configs small,mid --warmup 1 --repeat 3

@@ -136,6 +136,8 @@ def main():
     ap.add_argument("--configs", default="small,mid")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--compile-cache", default=None, metavar="DIR",
+                    help="turn MindSpore's compile cache on (ms_impl.perf.enable_compile_cache) with this folder")
     args = ap.parse_args()
     models = args.models.split(",")
     configs = args.configs.split(",")
@@ -145,6 +147,10 @@ def main():
     for c in configs:
         if c not in LATENTS:
             ap.error(f"unknown config {c!r} (choose from {', '.join(LATENTS)})")
+    if args.compile_cache:
+        from ms_impl.perf import enable_compile_cache
+
+        print(f"MindSpore compile cache: {enable_compile_cache(args.compile_cache)}")
     results = [bench(m, c, args.warmup, args.repeat) for m in models for c in configs]
     if len(results) > 1:
         print("\n| model | config | params | tokens | PT eager s | MS PyNative s (MS/PT) | MS graph s (MS/PT) "
@@ -154,6 +160,30 @@ def main():
             (_, _, pt), (_, _, pn), (_, gfirst, g) = r["rows"]
             print(f"| {r['model']} | {r['config']} | {r['params'] / 1e6:.1f}M | {r['tokens']} | {pt:.3f} | "
                   f"{pn:.3f} ({pn / pt:.2f}x) | {g:.3f} ({g / pt:.2f}x) | {gfirst:.1f} |")
+    print_targets(results)
+
+
+# issue 11's targets (docs/performance.md): graph-mode forward MS/PT per config, and the mid graph compile
+TARGETS = {("STDiT3-S/2", "small"): 2.5, ("STDiT3-XL/2", "mid"): 1.8}
+COMPILE_TARGET_S = {("STDiT3-XL/2", "mid"): 10.0}
+
+
+def target_line(name, value, limit, unit="MS/PT", fmt="{:.2f}"):
+    """The one format every benchmark prints a target in: ``target <name>: MS/PT = X.XX (target <= Y) PASS|MISS``."""
+    verdict = "PASS" if value <= limit else "MISS"
+    return f"target {name}: {unit} = {fmt.format(value)} (target \u2264 {limit:g}) {verdict}"
+
+
+def print_targets(results):
+    for r in results:
+        key = (r["model"], r["config"])
+        (_, _, pt), _, (_, gfirst, g) = r["rows"]
+        if key in TARGETS:
+            print(target_line(f"{r['model']} {r['config']} graph forward", g / pt, TARGETS[key]))
+        if key in COMPILE_TARGET_S:
+            # the first graph call = compile + one forward; the compile alone is that minus a warm forward
+            print(target_line(f"{r['model']} {r['config']} graph compile", gfirst - g, COMPILE_TARGET_S[key],
+                              unit="seconds", fmt="{:.1f}"))
 
 
 if __name__ == "__main__":

@@ -373,6 +373,14 @@ def bench_pipeline(args):
     return res
 
 
+STEP_TARGETS = {"rflow": 1.8}   # issue 11: a rectified-flow sampling step <= 1.8x PyTorch (docs/performance.md)
+
+
+def target_line(name, value, limit, unit="MS/PT", fmt="{:.2f}"):
+    """``target <name>: MS/PT = X.XX (target <= Y) PASS|MISS`` (the same line as bench_dit.target_line)."""
+    return f"target {name}: {unit} = {fmt.format(value)} (target \u2264 {limit:g}) {'PASS' if value <= limit else 'MISS'}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=("steps", "pipeline", "all"), default="all")
@@ -418,6 +426,11 @@ def main():
                 out = _steps_child(args, sampler, name)
                 if out is not None:
                     summary.append((sampler, name, out))
+        if len(summary) == 1 and summary[0][0] in STEP_TARGETS:
+            sampler, name, out = summary[0]
+            print(target_line(f"{SAMPLERS[sampler][1]} {name} sampling step (graph)",
+                              out["MindSpore graph (ms.jit)"]["median"] / out["PyTorch eager"]["median"],
+                              STEP_TARGETS[sampler]))
         if len(summary) > 1:
             sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
             from bench_dit import config
@@ -432,6 +445,11 @@ def main():
                 print(f"| {SAMPLERS[sampler][1]} | {config(SAMPLERS[sampler][0], name)[0]} | {name} | "
                       f"{pt_['median']:.3f} | "
                       f"{g['median']:.3f} | {g['median'] / pt_['median']:.2f}x | {g['first']:.1f} | {pn} |")
+        for sampler, name, out in summary:
+            if sampler in STEP_TARGETS:
+                pt_, g = out["PyTorch eager"], out["MindSpore graph (ms.jit)"]
+                print(target_line(f"{SAMPLERS[sampler][1]} {name} sampling step (graph)",
+                                  g["median"] / pt_["median"], STEP_TARGETS[sampler]))
     if args.part in ("pipeline", "all"):
         print("\n== one whole small pipeline run per backend (text / denoise / decode, peak RSS) ==")
         bench_pipeline(args)

@@ -83,6 +83,11 @@ def child(args):
         import mindspore as ms
 
         ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+        if args.compile_cache:
+            sys.path.insert(0, ROOT)
+            from ms_impl.perf import enable_compile_cache
+
+            enable_compile_cache(args.compile_cache)
     import torch
 
     sys.path.insert(0, ROOT)
@@ -96,6 +101,10 @@ def child(args):
         vae.spatial_vae.micro_batch_size = mb
         if args.backend == "ms":
             vae.temporal_chunk_batch = args.chunk_batch
+            if args.jit:
+                vae.set_jit(True)
+            if args.conv_impl:
+                vae.set_conv_impl(args.conv_impl)
     else:
         vae = build(args.model, args.backend, **tiling_overrides(args, args.micro_batch == "on"))
     if args.backend == "ms":
@@ -133,9 +142,11 @@ def child(args):
             t.asnumpy()
             return t
 
+    t0 = time.perf_counter()
     with PeakRSS() as mem:
         z = sync(enc())
         sync(dec(z))          # warm-up (also the memory peak of one encode+decode)
+    warmup_s = time.perf_counter() - t0
     te, td = [], []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
@@ -147,7 +158,7 @@ def child(args):
     params = sum(int(np.prod(p.shape)) for p in (vae.parameters() if args.backend == "pt"
                                                   else vae.get_parameters()))
     print(json.dumps(dict(backend=args.backend, micro_batch=args.micro_batch, chunk_batch=args.chunk_batch,
-                          build_s=build_s, params=params, latent=list(z.shape), peak_rss_mb=_hwm_mb(), encode_s=min(te), decode_s=min(td),
+                          build_s=build_s, warmup_s=warmup_s, jit=bool(args.jit), params=params, latent=list(z.shape), peak_rss_mb=_hwm_mb(), encode_s=min(te), decode_s=min(td),
                           peak_act_mb=(mem.peak - mem.base) / 2 ** 20, rss_after_build_mb=mem.base / 2 ** 20)))
 
 
@@ -168,6 +179,11 @@ def main():
                     help="spatial micro-batch sizes to try ('none' = all frames in one call)")
     ap.add_argument("--chunk-batch", type=int, default=1, help="MindSpore temporal_chunk_batch")
     ap.add_argument("--backends", nargs="+", default=["pt", "ms"])
+    ap.add_argument("--jit", action="store_true", help="MindSpore: compile the encoder/decoder networks (set_jit); "
+                    "the compile is paid in the warm-up, reported as build + warm-up")
+    ap.add_argument("--conv-impl", default=None, help="MindSpore set_conv_impl value (default: the CPU defaults)")
+    ap.add_argument("--compile-cache", default=None, metavar="DIR", help="MindSpore compile cache folder "
+                    "(ms_impl.perf.enable_compile_cache), with --jit")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
@@ -190,6 +206,9 @@ def main():
             cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", be, "--model", args.model,
                    "--frames", str(args.frames), "--size", str(args.size), "--repeat", str(args.repeat),
                    "--micro-batch", mb, "--chunk-batch", str(args.chunk_batch), "--vae", args.vae]
+            cmd += ["--jit"] if args.jit else []
+            cmd += ["--conv-impl", args.conv_impl] if args.conv_impl else []
+            cmd += ["--compile-cache", args.compile_cache] if args.compile_cache else []
             cmd += ["--tile-size", str(args.tile_size)] if args.tile_size else []
             cmd += ["--tile-frames", str(args.tile_frames)] if args.tile_frames else []
             res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -216,10 +235,35 @@ def main():
         print(f"| {mb} | {pt['encode_s']:.2f} | {ms_['encode_s']:.2f} | {ms_['encode_s'] / pt['encode_s']:.2f} "
               f"| {pt['decode_s']:.2f} | {ms_['decode_s']:.2f} | {ms_['decode_s'] / pt['decode_s']:.2f} "
               f"| {pt['peak_act_mb']:.0f} | {ms_['peak_act_mb']:.0f} |")
+    print_targets(args, rows)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(dict(model=args.model, frames=args.frames, size=args.size, rows=rows), f, indent=1)
     print(f"written {args.out}")
+
+
+def target_line(name, value, limit, unit="MS/PT", fmt="{:.2f}"):
+    """``target <name>: MS/PT = X.XX (target <= Y) PASS|MISS`` (the same line as bench_dit.target_line)."""
+    return f"target {name}: {unit} = {fmt.format(value)} (target \u2264 {limit:g}) {'PASS' if value <= limit else 'MISS'}"
+
+
+VAE_TARGET = 3.0   # issue 11: encode and decode <= 3x PyTorch at 17x32x32 and 17x64x64
+
+
+def print_targets(args, rows):
+    """One line per target (the upstream micro_batch 4 row, else the first one measured on both backends)."""
+    pairs = [(mb, next((r for r in rows if r["backend"] == "pt" and r["micro_batch"] == mb), None),
+              next((r for r in rows if r["backend"] == "ms" and r["micro_batch"] == mb), None))
+             for mb in args.micro_batch]
+    pairs = [p for p in pairs if p[1] and p[2]]
+    if not pairs:
+        return
+    mb, pt, ms_ = next((p for p in pairs if p[0] == "4"), pairs[0])
+    tag = f"VAE {args.frames}x{args.size}x{args.size} micro_batch {mb}{' jit' if args.jit else ''}"
+    print(target_line(f"{tag} encode", ms_["encode_s"] / pt["encode_s"], VAE_TARGET))
+    print(target_line(f"{tag} decode", ms_["decode_s"] / pt["decode_s"], VAE_TARGET))
+    print(f"  (MindSpore peak act. {ms_['peak_act_mb']:.0f} MB, process peak RSS {ms_['peak_rss_mb']:.0f} MB; "
+          f"build + warm-up {ms_['build_s'] + ms_.get('warmup_s', 0):.1f} s)")
 
 
 def report_tiling(args, rows):

@@ -222,8 +222,8 @@ CASES = [
     ae_case("graph_mode_encode", "encode", lambda rng: {"x": video(rng, 2, 3, 4, 16, 16)},
             port=_ms_ae(graph_mode=True), capture=False),
     ae_case("graph_mode_decode", "decode", _z(1, LAT, 1, 2, 2), port=_ms_ae(graph_mode=True), capture=False),
-    ae_case("conv_impl_native_roundtrip", roundtrip, lambda rng: {"x": video(rng, 1, 3, 4, 16, 16)},
-            port=_ms_ae(conv_impl="native"), capture=False),
+    ae_case("conv_impl_im2col_roundtrip", roundtrip, lambda rng: {"x": video(rng, 1, 3, 4, 16, 16)},
+            port=_ms_ae(conv_impl="im2col"), capture=False),
 ]
 
 

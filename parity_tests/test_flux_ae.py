@@ -1,7 +1,7 @@
 """Flux image autoencoder (Open-Sora 2.0 ``autoencoder_2d`` / ``AutoEncoderFlux``) parity: Downsample (pad right /
 bottom), Upsample (nearest x2), ResnetBlock with and without ``nin_shortcut``, the 1x1-conv AttnBlock, Encoder,
 Decoder and the whole small AE (posterior mode, sampled with pre-drawn noise, decode, round trip), fp32/fp16,
-PyNative and graph mode, the port's micro-batch and native-conv switches against the reference, the release key
+PyNative and graph mode, the port's micro-batch and im2col-conv switches against the reference, the release key
 layout (and the diffusers layout) through the converter, and full-width blocks / the full AE on tiny inputs.
 """
 import gc
@@ -143,24 +143,24 @@ CASES = [
     ae_case("ae_decode", "decode", lambda rng: {"z": randn(rng, 1, Z, 1, 8, 8)}, dtype="fp16",
             cache_key="flux_ae_small"),
     # graph mode: encoder and decoder compiled with ms.jit, with the device conv kernel (``conv_impl="native"``,
-    # Ascend's default): MindSpore's compile time grows with the unrolled im2col convs (decoder measured 33 s vs
-    # 12 s native on this loaded machine); the im2col path is the one every PyNative case above runs
+    # the default): MindSpore's compile time grows with the unrolled im2col convs (decoder measured 33 s vs 12 s
+    # native on this loaded machine)
     Case("encoder_native_conv", lambda: P.Encoder(**ENC), lambda: set_conv_impl(M.Encoder(**ENC), "native"),
          lambda rng: {"x": video(rng, 1, 3, 8, 8)}, level="model_small", mode="graph"),
     Case("decoder_native_conv", lambda: P.Decoder(**DEC), lambda: set_conv_impl(M.Decoder(**DEC), "native"),
          lambda rng: {"z": randn(rng, 1, Z, 4, 4)}, level="model_small", mode="graph"),
     # port switches against the (untouched) reference: micro-batching over frames (B*T = 6 frames 4 at a time;
-    # 3 frames 1 at a time), the native CPU conv kernel
+    # 3 frames 1 at a time), the im2col conv form
     ae_case("micro_batch_4_encode", encode_sampled, _enc_inputs(2, 3, 8, 8), port=_ms_ae(micro_batch_size=4),
             capture=False),
     ae_case("micro_batch_1_decode", "decode", lambda rng: {"z": randn(rng, 1, Z, 3, 4, 4)},
             port=_ms_ae(micro_batch_size=1), capture=False),
     ae_case("micro_batch_both_twins_roundtrip", encode_decode, _enc_inputs(1, 3, 4, 4),
             pt=_pt_ae(micro_batch_size=2), port=_ms_ae(micro_batch_size=2), capture=False),
-    ae_case("conv_impl_native_encode", encode_sampled, _enc_inputs(1, 1, 8, 8), port=_ms_ae(conv_impl="native"),
+    ae_case("conv_impl_im2col_encode", encode_sampled, _enc_inputs(1, 1, 8, 8), port=_ms_ae(conv_impl="im2col"),
             capture=False),
-    ae_case("conv_impl_native_decode", "decode", lambda rng: {"z": randn(rng, 1, Z, 1, 4, 4)},
-            port=_ms_ae(conv_impl="native"), capture=False),
+    ae_case("conv_impl_im2col_decode", "decode", lambda rng: {"z": randn(rng, 1, Z, 1, 4, 4)},
+            port=_ms_ae(conv_impl="im2col"), capture=False),
 ]
 
 

@@ -1,7 +1,7 @@
 """HunyuanVideo causal 3D VAE (Open-Sora 2.0 ``AutoencoderKLCausal3D``) parity: CausalConv3d (replicate pad),
 down/up sampling (first frame space-only), resnets, the causal-by-frame mid attention, down/up blocks, encoder,
 decoder and the whole small VAE (posterior mode, sampled with pre-drawn noise, decode), fp32/fp16, PyNative and
-graph mode, every port switch (tiling, slicing, attention query chunks, native conv, Conv3d fp16) against the
+graph mode, every port switch (tiling, slicing, attention query chunks, im2col conv, Conv3d fp16) against the
 reference, the release key layout through the converter, and full-width blocks / the full VAE on tiny inputs.
 """
 import json
@@ -226,10 +226,10 @@ CASES = [
              port=_ms_vae(attention_query_chunk=5), capture=False),
     vae_case("attention_query_chunk_5_decode", "decode", lambda rng: {"z": randn(rng, 1, LAT, 3, 4, 4)},
              port=_ms_vae(attention_query_chunk=5), capture=False),
-    vae_case("conv_impl_native_encode", encode_sampled, _enc_inputs(1, 5, 8, 8), port=_ms_vae(conv_impl="native"),
+    vae_case("conv_impl_im2col_encode", encode_sampled, _enc_inputs(1, 5, 8, 8), port=_ms_vae(conv_impl="im2col"),
              capture=False),
-    vae_case("conv_impl_native_decode", "decode", lambda rng: {"z": randn(rng, 1, LAT, 2, 2, 2)},
-             port=_ms_vae(conv_impl="native"), capture=False),
+    vae_case("conv_impl_im2col_decode", "decode", lambda rng: {"z": randn(rng, 1, LAT, 2, 2, 2)},
+             port=_ms_vae(conv_impl="im2col"), capture=False),
 ]
 
 

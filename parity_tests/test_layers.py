@@ -13,6 +13,7 @@ from torch import nn as tnn
 
 import ms_impl.layers as M
 import pt_reference.layers as P
+from ms_impl.layers.basic import CONV_IMPLS
 from parity_tests.engine import Args, Case, assert_case
 
 
@@ -60,10 +61,10 @@ def pair(name, *args, **kwargs):
     return (lambda: getattr(P, name)(*args, **kwargs)), (lambda: getattr(M, name)(*args, **kwargs))
 
 
-def native_conv(name, *args, **kwargs):
-    """A conv pair whose port uses the device kernel instead of the CPU default im2col (the conv_impl switch)."""
+def conv_with(impl, name, *args, **kwargs):
+    """A conv pair whose port computes with ``impl`` (the conv_impl switch; the plain rows run the default)."""
     pt_f, ms_f = pair(name, *args, **kwargs)
-    return pt_f, (lambda: M.set_conv_impl(ms_f(), "native"))
+    return pt_f, (lambda: M.set_conv_impl(ms_f(), impl))
 
 
 # id, (pt_factory, ms_factory), inputs, dtypes, noise-floor kind (standard: 1.2 for matmul, norms, attention)
@@ -85,12 +86,15 @@ LAYERS = [
      normal(2, 4, 3, 8, 9), ("fp32", "fp16"), "matmul"),
     ("Conv3d-patchify", pair("Conv3d", 4, 12, (1, 2, 2), stride=(1, 2, 2)), normal(1, 4, 3, 8, 6),
      ("fp32", "fp16"), "matmul"),
-    # the same convs through the native kernel (conv_impl "native"; the rows above run the CPU default im2col)
-    ("Conv2d-native", native_conv("Conv2d", 4, 8, 3, stride=2, padding=1), normal(2, 4, 9, 8), ("fp32", "fp16"),
-     "matmul"),
-    ("Conv3d-native", native_conv("Conv3d", 4, 6, 3), normal(1, 4, 5, 6, 7), ("fp32", "fp16"), "matmul"),
-    ("Conv3d-native-stride-pad", native_conv("Conv3d", 4, 6, (1, 2, 2), stride=(1, 2, 2), padding=(0, 1, 1)),
-     normal(2, 4, 3, 8, 9), ("fp32", "fp16"), "matmul"),
+    # every other conv form (conv_impl switch; the rows above run the default, "native" on CPU and Ascend)
+    *[row for impl in CONV_IMPLS if impl != "native" for row in (
+        (f"Conv2d-{impl}", conv_with(impl, "Conv2d", 4, 8, 3), normal(2, 4, 9, 8), ("fp32", "fp16"), "matmul"),
+        (f"Conv2d-{impl}-stride-pad", conv_with(impl, "Conv2d", 4, 8, 3, stride=2, padding=1), normal(2, 4, 9, 8),
+         ("fp32", "fp16"), "matmul"),
+        (f"Conv3d-{impl}", conv_with(impl, "Conv3d", 4, 6, 3), normal(1, 4, 5, 6, 7), ("fp32", "fp16"), "matmul"),
+        (f"Conv3d-{impl}-stride-pad", conv_with(impl, "Conv3d", 4, 6, (1, 2, 2), stride=(1, 2, 2), padding=(0, 1, 1)),
+         normal(2, 4, 3, 8, 9), ("fp32", "fp16"), "matmul"),
+    )],
     # Embedding: fp32 only. Its table is an fp32 parameter that set_compute_dtype leaves alone (a lookup has
     # no compute), so an "fp16" row would compare the same fp32 numbers again.
     ("Embedding", pair("Embedding", 11, 8), ids(3, 5), ("fp32",), "default"),

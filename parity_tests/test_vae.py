@@ -1,7 +1,8 @@
 """VAE parity: every layer type of the 2D VAE (diffusers AutoencoderKL) and of the Open-Sora 1.2 temporal VAE,
 their ResBlocks and the attention block, encoder and decoder of each, the whole ``VideoAutoencoderPipeline``
 encode -> decode (small config; full-size on a tiny video), fp32 and fp16, PyNative and graph mode, and each
-MindSpore switch (spatial micro-batch, temporal chunk batching, Conv3d compute dtype) against the reference.
+MindSpore switch (spatial micro-batch, temporal chunk batching, Conv3d compute dtype, compiled encoder / decoder
+calls, the im2col conv form) against the reference.
 
 The posterior is sampled with noise drawn here in numpy (``spatial_noise`` / ``temporal_noise``), so both
 twins see the same numbers; ``None`` would give the mode.
@@ -98,6 +99,10 @@ def _ms_pipe(**switches):
                 m.spatial_vae.micro_batch_size = v
             elif k == "conv3d_dtype":
                 m.set_conv3d_dtype(v)
+            elif k == "jit":
+                m.set_jit(v)
+            elif k == "conv_impl":
+                m.set_conv_impl(v)
             else:
                 setattr(m, k, v)
         return m
@@ -186,6 +191,11 @@ CASES = [
          pipeline_inputs(1, 20, 8, 8), level="model_small", call=pipeline_roundtrip, capture=False),
     Case("pipeline_roundtrip_T34_chunkbatch_2", _pt_pipe, _ms_pipe(temporal_chunk_batch=2, micro_batch_size=None),
          pipeline_inputs(1, 34, 8, 8), level="model_small", call=pipeline_roundtrip, capture=False),
+    # each encoder / decoder call compiled (set_jit, docs/performance.md); the im2col conv form
+    Case("pipeline_roundtrip_jit", _pt_pipe, _ms_pipe(jit=True), pipeline_inputs(1, 17, 8, 8), level="model_small",
+         call=pipeline_roundtrip, capture=False),
+    Case("pipeline_roundtrip_im2col", _pt_pipe, _ms_pipe(conv_impl="im2col"), pipeline_inputs(1, 17, 8, 8),
+         level="model_small", call=pipeline_roundtrip, capture=False),
 ]
 
 

@@ -864,9 +864,12 @@ class Trainer:
             vae = VideoAutoencoderKL.from_module(vae, None if mb is None else int(mb))
         elif sec.get("micro_batch_size") is not None:
             vae.spatial_vae.micro_batch_size = int(sec["micro_batch_size"])
-        if sec.get("conv_impl") is not None and hasattr(vae, "set_conv_impl"):   # "im2col" (CPU default) / "native"
-            if sec["conv_impl"] not in ("im2col", "native"):
-                raise UserError(f"vae.conv_impl must be im2col or native, got {sec['conv_impl']!r}")
+        if sec.get("conv_impl") is not None and hasattr(vae, "set_conv_impl"):   # "native" (default) / matmul forms
+            from ms_impl.layers.basic import CONV_IMPLS
+
+            if sec["conv_impl"] not in CONV_IMPLS + ("default",):
+                raise UserError(f"vae.conv_impl must be one of {', '.join(CONV_IMPLS + ('default',))}, got "
+                                f"{sec['conv_impl']!r}")
             vae.set_conv_impl(sec["conv_impl"])
         vae.set_train(False)
         for p in vae.get_parameters():

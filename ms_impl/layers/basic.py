@@ -157,6 +157,7 @@ class GroupNorm(nn.Cell):
 
 class _ConvNd(_Compute):
     nd = 2
+    cpu_conv_impl = "native"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True):
         super().__init__()
@@ -172,19 +173,82 @@ class _ConvNd(_Compute):
         fan_in = (in_channels // groups) * int(np.prod(self.kernel_size))
         self.bias = _uniform_bias(fan_in, (out_channels,)) if bias else None
         self.use_mint = on_ascend()
-        # Switch (``set_conv_impl``): "im2col" computes the conv as one matmul over the k^d gathered views; the
-        # CPU default, since MindSpore 2.10's CPU ops.conv2d/conv3d are a naive kernel (3x3 conv 128->128 on
-        # 4x64x64: ~16 s vs ~0.2 s in PyTorch; im2col 0.58 s). Costs k^d x the input in memory for the conv.
-        # "native" is the device kernel (the Ascend default).
-        self.conv_impl = "native" if on_ascend() else "im2col"
+        # Switch (``set_conv_impl``). "native" is the device kernel: the default on Ascend AND on CPU (issue 11,
+        # docs/performance.md: measured at the VAEs' conv shapes, MindSpore 2.10's CPU ops.conv2d/conv3d run at
+        # 0.3-1.6x PyTorch's conv and 1.5-10x faster than the matmul forms below, e.g. 3x3 128->128 on 4x64x64:
+        # native 150 ms, unfold 610 ms, im2col 974 ms, torch 128 ms; they also compile in seconds in graph mode,
+        # where the unrolled im2col took minutes). The matmul forms stay as switches:
+        # "im2col": one matmul over the k^d gathered views (pad, k^d strided slices, cat; k^d x the input);
+        # "unfold": ``ops.unfold`` (one Im2Col kernel: pad + windows + layout) then one matmul (Conv3d: frames
+        #   unfolded, one matmul per temporal offset summed);
+        # "im2col_cl": channels-last, one [B*N, K*Cin] @ [K*Cin, Cout] matmul;
+        # "offsets": sum over offsets of W_k @ view_k (no k^d copy).
+        self.conv_impl = "native" if on_ascend() else self.cpu_conv_impl
         self._offs = _offsets(self.kernel_size)
         self._pads = _pad_arg(self.padding)
 
     def construct(self, x):
         x, w, b, dt = self._operands(x, self.weight, self.bias)
-        if self.conv_impl == "im2col" and self.groups == 1:
-            return self._finish(self._im2col(x, w, b), dt)
+        if self.groups == 1:
+            if self.conv_impl == "im2col":
+                return self._finish(self._im2col(x, w, b), dt)
+            if self.conv_impl == "im2col_cl":
+                return self._finish(self._im2col_cl(x, w, b), dt)
+            if self.conv_impl == "offsets":
+                return self._finish(self._offsets_sum(x, w, b), dt)
+            if self.conv_impl == "unfold":
+                return self._finish(self._unfold_conv(x, w, b), dt)
         return self._finish(self._conv(x, w, b), dt)
+
+    def _im2col_cl(self, x, w, b):
+        """Channels-last im2col: one 2D matmul ``[B*N, K*Cin] @ [K*Cin, Cout]`` (batch folded into the rows)."""
+        if self._pads is not None:
+            x = ops.pad(x, self._pads, mode="constant", value=0.0)
+        nd = self.nd
+        bsz, cin, cout, k = x.shape[0], x.shape[1], w.shape[0], len(self._offs)
+        x = mint.permute(x, (0,) + tuple(range(2, nd + 2)) + (1,))                 # [B, *sp, Cin]
+        views = ()
+        for off in self._offs:
+            views += (self._view_cl(x, off),)
+        out = views[0].shape[1:-1]
+        if k == 1:
+            cols = views[0].reshape(-1, cin)
+            w2 = mint.transpose(w.reshape(cout, cin), 0, 1)
+        else:
+            cols = mint.cat(views, dim=-1).reshape(-1, k * cin)                       # [B*N, K*Cin]
+            w2 = mint.permute(w.reshape(cout, cin, k), (2, 1, 0)).reshape(k * cin, cout)  # [K*Cin, Cout]
+        y = mint.matmul(cols, w2)                                                      # [B*N, Cout]
+        if b is not None:
+            y = y + b.reshape(1, cout)
+        y = y.reshape((bsz,) + out + (cout,))
+        return mint.permute(y, (0, nd + 1) + tuple(range(1, nd + 1)))
+
+    def _view_cl(self, x, off):
+        """The strided window of kernel offset ``off`` of a channels-last [B, *sp, C] tensor."""
+        idx = (slice(None),)
+        for i in range(self.nd):
+            k, s, d = self.kernel_size[i], self.stride[i], self.dilation[i]
+            o = (x.shape[1 + i] - d * (k - 1) - 1) // s + 1
+            start = off[i] * d
+            idx += (slice(start, start + s * (o - 1) + 1, s),)
+        return x[idx]
+
+    def _offsets_sum(self, x, w, b):
+        """Sum over kernel offsets of ``W_k [Cout, Cin] @ view_k [B, Cin, N]``: no K x copy of the input."""
+        if self._pads is not None:
+            x = ops.pad(x, self._pads, mode="constant", value=0.0)
+        bsz, cin, cout, k = x.shape[0], x.shape[1], w.shape[0], len(self._offs)
+        wk = mint.permute(w.reshape(cout, cin, k), (2, 0, 1))                         # [K, Cout, Cin]
+        y = None
+        out = None
+        for i in range(k):
+            v = self._view(x, self._offs[i])
+            out = v.shape[2:]
+            t = mint.matmul(wk[i], v.reshape(bsz, cin, -1))
+            y = t if y is None else y + t
+        if b is not None:
+            y = y + b.reshape(1, cout, 1)
+        return y.reshape((bsz, cout) + out)
 
     def _im2col(self, x, w, b):
         """One matmul over the gathered views; offsets and pads are constants, so ms.jit unrolls the loop."""
@@ -210,6 +274,23 @@ class _ConvNd(_Compute):
 class Conv2d(_ConvNd):
     nd = 2
 
+    def _unfold_conv(self, x, w, b):
+        """``ops.unfold`` (one Im2Col kernel: padding, windows and the [B, Cin*kh*kw, L] layout in one pass, whose
+        row order is the weight's own) then one matmul."""
+        bsz, cout = x.shape[0], w.shape[0]
+        kh, kw = self.kernel_size
+        if (kh, kw) == (1, 1) and not any(self.padding) and self.stride == (1, 1):
+            cols = x.reshape(bsz, x.shape[1], -1)
+            oh, ow = x.shape[2], x.shape[3]
+        else:
+            cols = ops.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+            oh = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+            ow = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        y = mint.matmul(w.reshape(cout, -1), cols)                                  # [B, Cout, L]
+        if b is not None:
+            y = y + b.reshape(1, cout, 1)
+        return y.reshape(bsz, cout, oh, ow)
+
     def _view(self, x, off):
         kh, kw = self.kernel_size
         sh, sw = self.stride
@@ -229,6 +310,37 @@ class Conv3d(_ConvNd):
     """Note for Ascend: Conv3D has no fp32 kernel there; models set ``compute_dtype`` to fp16/bf16 on Ascend."""
 
     nd = 3
+
+    def _unfold_conv(self, x, w, b):
+        """Frames through ``ops.unfold`` (2D windows, one Im2Col kernel, [B*T, Cin*kh*kw, L]), then one matmul per
+        temporal offset ``W_t [Cout, Cin*kh*kw] @ frames[t::st]`` summed: no kt x copy of the columns."""
+        kt, kh, kw = self.kernel_size
+        st, sh, sw = self.stride
+        dt_, dh, dw = self.dilation
+        pt, ph, pw = self.padding
+        if pt:
+            x = ops.pad(x, (0, 0, 0, 0, pt, pt), mode="constant", value=0.0)
+        bsz, cin, tp, h, wd = x.shape
+        cout = w.shape[0]
+        ot = (tp - dt_ * (kt - 1) - 1) // st + 1
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        frames = mint.permute(x, (0, 2, 1, 3, 4)).reshape(bsz * tp, cin, h, wd)
+        if (kh, kw) == (1, 1) and not (ph or pw) and (sh, sw) == (1, 1):
+            cols = frames.reshape(bsz, tp, cin, h * wd)
+        else:
+            cols = ops.unfold(frames, (kh, kw), (dh, dw), (ph, pw), (sh, sw)).reshape(bsz, tp, cin * kh * kw, oh * ow)
+        wk = mint.permute(w.reshape(cout, cin, kt, kh * kw), (2, 0, 1, 3)).reshape(kt, cout, cin * kh * kw)
+        y = None
+        for i in range(kt):
+            t0 = i * dt_
+            part = cols[:, t0:t0 + st * (ot - 1) + 1:st].reshape(bsz * ot, cin * kh * kw, oh * ow)
+            yi = mint.matmul(wk[i], part)                                               # [B*To, Cout, L]
+            y = yi if y is None else y + yi
+        if b is not None:
+            y = y + b.reshape(1, cout, 1)
+        y = mint.permute(y.reshape(bsz, ot, cout, oh * ow), (0, 2, 1, 3))
+        return y.reshape(bsz, cout, ot, oh, ow)
 
     def _view(self, x, off):
         kt, kh, kw = self.kernel_size
@@ -293,16 +405,17 @@ class Identity(nn.Cell):
         return x
 
 
-CONV_IMPLS = ("native", "im2col")
+CONV_IMPLS = ("native", "im2col", "im2col_cl", "offsets", "unfold")
 
 
 def set_conv_impl(net: nn.Cell, impl: str) -> nn.Cell:
-    """Switch every Conv2d/Conv3d of ``net`` to ``"native"`` (device kernel) or ``"im2col"`` (one matmul)."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+    """Switch every Conv2d/Conv3d of ``net`` to ``"native"`` (device kernel), ``"im2col"`` / ``"unfold"`` /
+    ``"im2col_cl"`` / ``"offsets"`` (matmul forms, see ``_ConvNd``) or ``"default"`` (the device default: native)."""
+    if impl not in CONV_IMPLS + ("default",):
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS + ('default',)}, got {impl!r}")
     for _, cell in net.cells_and_names():
         if isinstance(cell, _ConvNd):
-            cell.conv_impl = impl
+            cell.conv_impl = ("native" if on_ascend() else cell.cpu_conv_impl) if impl == "default" else impl
     return net
 
 

@@ -9,7 +9,7 @@ Switches (set after construction; none renames a weight), each parity-tested on/
   None runs the whole batch in one call (same numbers: nothing mixes batch items);
 - ``ms_impl.layers.set_compute_dtype(net, ms.float16)``: fp16 conv operands; RMSNorm, SiLU, the channel means and
   the linear attention stay fp32;
-- ``set_conv_impl("im2col" | "native")`` from the layer kit (dense convs).
+- ``set_conv_impl("native" | "im2col" | ...)`` from the layer kit (dense convs; native is the default).
 Graph mode: ``Encoder`` / ``Decoder`` compile with ``ms.jit``; ``set_graph_mode(True)`` makes ``encode`` /
 ``decode`` call the compiled ones (the tiling and micro-batch loops stay in Python around them).
 """

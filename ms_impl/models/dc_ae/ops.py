@@ -1,7 +1,7 @@
 """MindSpore twin of ``pt_reference/models/dc_ae/ops.py`` (video DC-AE layers and blocks; upstream
 ``main:opensora/models/dc_ae/models/nn/*``). Same classes, constructor arguments and attribute paths.
 
-CPU kernels: convs from the layer kit (im2col for dense convs, the device kernel for the depthwise/grouped ones),
+CPU kernels: convs from the layer kit (the device kernel by default; the matmul forms of ``set_conv_impl`` for dense convs only),
 zero padding folded into the conv, pixel (un)shuffles and nearest upsampling as reshape/transpose/broadcast,
 RMSNorm, SiLU, the channel means and the linear attention in fp32 whatever the compute dtype (the fp16 switch,
 ``ms_impl.layers.set_compute_dtype``, only changes the conv operands).

@@ -9,8 +9,8 @@ Switches (set after construction; none renames a weight), each parity-tested on/
   ``sample_tsize``, overlap ``tile_overlap_factor``) and ``use_slicing`` (one batch sample at a time);
 - ``ms_impl.layers.set_compute_dtype(net, ms.float16)``: fp16 convs/Linears; GroupNorm, SiLU, the softmax and
   the posterior stay fp32;
-- ``set_conv_impl("im2col" | "native")``: convs as one matmul over gathered patches (CPU default) or the
-  device kernel (Ascend default); ``set_conv3d_dtype(dtype)``: compute dtype of the Conv3d cells only (fp16 by
+- ``set_conv_impl("native" | "im2col" | ...)``: the device conv kernel (the default on CPU and Ascend) or a
+  matmul form over gathered patches (``ms_impl.layers.CONV_IMPLS``, docs/performance.md); ``set_conv3d_dtype(dtype)``: compute dtype of the Conv3d cells only (fp16 by
   default on Ascend, which has no fp32 Conv3D);
 - ``set_attention_query_chunk(n)``: mid-block attention over ``n`` query tokens at a time (memory only).
 Graph mode: the encoder and decoder compile with ``ms.jit`` (the tiling loops run in Python around them).

@@ -1,8 +1,8 @@
 """MindSpore twin of ``pt_reference/models/hunyuan_vae/unet_causal_3d_blocks.py`` (HunyuanVideo causal 3D VAE blocks).
 
 Same classes, constructor arguments and attribute paths. CPU kernels: replicate padding with ``ops.pad`` (mint's
-replicate pad is unregistered / segfaults in graph mode on CPU), convs from the layer kit (im2col on CPU,
-``set_conv_impl`` switches to the native kernel), nearest upsampling by an integer factor as broadcast + reshape
+replicate pad is unregistered / segfaults in graph mode on CPU), convs from the layer kit (the device kernel;
+``set_conv_impl`` switches to a matmul form), nearest upsampling by an integer factor as broadcast + reshape
 (exactly what nearest interpolation with an integer scale computes), the causal mask from ``ops.tril``.
 
 Port-only memory switch: ``Attention.query_chunk`` (None = off) computes the mid-block attention for that many

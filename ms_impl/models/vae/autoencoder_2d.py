@@ -9,8 +9,8 @@ Switches (set after construction; none renames a weight), each parity-tested aga
   a memory switch (same numbers);
 - ``ms_impl.layers.set_compute_dtype(net, ms.float16)``: fp16 convs; GroupNorm, swish, the attention softmax
   and the posterior stay fp32;
-- ``set_conv_impl("im2col" | "native")`` (layer kit): convs as one matmul over gathered patches (CPU default)
-  or the device kernel (Ascend default).
+- ``set_conv_impl("native" | "im2col" | ...)`` (layer kit): the device conv kernel (the default on CPU and
+  Ascend) or a matmul form over gathered patches (docs/performance.md).
 Graph mode: ``Encoder`` / ``Decoder`` compile with ``ms.jit`` (the frame reshapes and the posterior run around
 them in PyNative).
 """

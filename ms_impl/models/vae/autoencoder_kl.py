@@ -236,16 +236,36 @@ class AutoencoderKL(nn.Cell):
 
         return from_pretrained(cls, path, "ms", **overrides)
 
-    def encode(self, x):
+    def set_jit(self, enabled=True):
+        """Run ``encode``'s and ``decode``'s networks as compiled graphs (``ms.jit``, one compile per input shape)
+        instead of PyNative op by op. Same numbers; removes the per-kernel dispatch (docs/performance.md)."""
+        object.__setattr__(self, "_jitted", {} if enabled else None)
+        return self
+
+    def _run(self, name, fn, x):
+        jitted = getattr(self, "_jitted", None)
+        if jitted is None:
+            return fn(x)
+        if name not in jitted:
+            jitted[name] = ms.jit(fn)
+        return jitted[name](x)
+
+    def _encode_h(self, x):
         h = self.encoder(x)
         if self.quant_conv is not None:
             h = self.quant_conv(h)
-        return DiagonalGaussianDistribution(h)
+        return h
 
-    def decode(self, z):
+    def _decode_x(self, z):
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
+
+    def encode(self, x):
+        return DiagonalGaussianDistribution(self._run("encode", self._encode_h, x))
+
+    def decode(self, z):
+        return self._run("decode", self._decode_x, z)
 
     def construct(self, sample, noise=None):
         posterior = self.encode(sample)

@@ -10,8 +10,10 @@ Optimisation switches (all set after construction, none renames a weight):
   (GroupNorm and convs are per sample); larger values trade memory for fewer, bigger kernel launches.
 - ``ms_impl.layers.set_compute_dtype(net, ms.float16)``: fp16 convs/Linears, GroupNorm, softmax and the
   posterior in fp32.
-- ``set_conv_impl("im2col" | "native")``: convs as one matmul over gathered patches (CPU default, ~28x faster
-  than MindSpore's CPU conv kernel, k^d x the conv input in memory) or the native kernel (Ascend default).
+- ``set_conv_impl("native" | "im2col" | "unfold" | ... | "default")``: the device conv kernel (the default on
+  CPU and Ascend: on CPU 1.5-10x faster than the matmul forms at this VAE's shapes, docs/performance.md) or a
+  conv as matmuls over gathered patches (``im2col``: k^d x the conv input in memory; ``unfold``: ``ops.unfold``).
+- ``set_jit(True)``: the spatial and temporal encoder / decoder networks run as compiled graphs (``ms.jit``).
 - ``set_conv3d_dtype(dtype)``: compute dtype of the temporal VAE's Conv3d cells only; fp16 on Ascend by default
   (Conv3D has no fp32 kernel there), fp32 elsewhere.
 
@@ -69,6 +71,11 @@ class VideoAutoencoderKL(nn.Cell):
         self.patch_size = (1, f, f)
         self.micro_batch_size = micro_batch_size
         self.scaling_factor = scaling_factor
+
+    def set_jit(self, enabled=True):
+        """Each micro-batch's encoder / decoder call as a compiled graph (``AutoencoderKL.set_jit``)."""
+        self.module.set_jit(enabled)
+        return self
 
     def _chunks(self, n):
         bs = n if not self.micro_batch_size else self.micro_batch_size
@@ -163,8 +170,15 @@ class VideoAutoencoderPipeline(nn.Cell):
         self.temporal_vae.set_conv3d_dtype(dtype)
         return self
 
+    def set_jit(self, enabled=True):
+        """Compile the spatial and temporal VAEs' encoder / decoder networks (``ms.jit``; one compile per input
+        shape, so a micro-batch remainder compiles once more). Same numbers as PyNative; no per-kernel dispatch."""
+        self.spatial_vae.set_jit(enabled)
+        self.temporal_vae.set_jit(enabled)
+        return self
+
     def set_conv_impl(self, impl):
-        """``"im2col"`` (CPU default: one matmul per conv) or ``"native"`` (the kit's kernel; Ascend default)."""
+        """``"native"`` (the device kernel, the default), ``"im2col"`` / ``"unfold"`` (matmul forms) or ``"default"``."""
         set_conv_impl(self, impl)
         return self
 

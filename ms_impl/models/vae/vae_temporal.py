@@ -193,15 +193,33 @@ class VAE_Temporal(nn.Cell):
         t = None if t is None else (t + self.time_padding(t)) // self.patch_size[0]
         return [t, h, w]
 
+    def set_jit(self, enabled=True):
+        """Run the encoder and decoder networks as compiled graphs (``ms.jit``, one compile per input shape)."""
+        object.__setattr__(self, "_jitted", {} if enabled else None)
+        return self
+
+    def _run(self, name, fn, x):
+        jitted = getattr(self, "_jitted", None)
+        if jitted is None:
+            return fn(x)
+        if name not in jitted:
+            jitted[name] = ms.jit(fn)
+        return jitted[name](x)
+
+    def _encode_moments(self, x):
+        return self.quant_conv(self.encoder(x)).astype(x.dtype)
+
+    def _decode_x(self, z):
+        return self.decoder(self.post_quant_conv(z))
+
     def encode(self, x):
         pad = self.time_padding(x.shape[2])
         if pad:
             x = ops.pad(x, (0, 0, 0, 0, pad, 0), mode="constant", value=0.0)
-        moments = self.quant_conv(self.encoder(x)).astype(x.dtype)
-        return DiagonalGaussianDistribution(moments)
+        return DiagonalGaussianDistribution(self._run("encode", self._encode_moments, x))
 
     def decode(self, z, num_frames=None):
-        x = self.decoder(self.post_quant_conv(z))
+        x = self._run("decode", self._decode_x, z)
         return x[:, :, self.time_padding(num_frames):]
 
     def construct(self, x, noise=None):
