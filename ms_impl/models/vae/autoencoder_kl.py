@@ -8,6 +8,7 @@ import mindspore as ms
 from mindspore import mint, nn, ops
 
 from ms_impl.layers import Conv2d, GroupNorm, Identity, Linear, SiLU, scaled_dot_product_attention
+from ms_impl.perf import JitCalls
 
 
 class DiagonalGaussianDistribution:
@@ -207,7 +208,7 @@ class Decoder(nn.Cell):
         return self.conv_out(self.conv_act(self.conv_norm_out(x)))
 
 
-class AutoencoderKL(nn.Cell):
+class AutoencoderKL(JitCalls, nn.Cell):
     def __init__(self, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                  up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
                  layers_per_block=2, act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=256,
@@ -235,20 +236,6 @@ class AutoencoderKL(nn.Cell):
         from converters import from_pretrained
 
         return from_pretrained(cls, path, "ms", **overrides)
-
-    def set_jit(self, enabled=True):
-        """Run ``encode``'s and ``decode``'s networks as compiled graphs (``ms.jit``, one compile per input shape)
-        instead of PyNative op by op. Same numbers; removes the per-kernel dispatch (docs/performance.md)."""
-        object.__setattr__(self, "_jitted", {} if enabled else None)
-        return self
-
-    def _run(self, name, fn, x):
-        jitted = getattr(self, "_jitted", None)
-        if jitted is None:
-            return fn(x)
-        if name not in jitted:
-            jitted[name] = ms.jit(fn)
-        return jitted[name](x)
 
     def _encode_h(self, x):
         h = self.encoder(x)

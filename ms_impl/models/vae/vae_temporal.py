@@ -11,6 +11,7 @@ from mindspore import nn, ops
 from ms_impl.device import on_ascend
 from ms_impl.layers import Conv3d, GroupNorm, Identity, SiLU
 from ms_impl.models.vae.autoencoder_kl import DiagonalGaussianDistribution
+from ms_impl.perf import JitCalls
 
 
 def _triple(v):
@@ -152,7 +153,7 @@ class Decoder(nn.Cell):
         return self.conv_out(self.activate(self.norm1(x)))
 
 
-class VAE_Temporal(nn.Cell):
+class VAE_Temporal(JitCalls, nn.Cell):
     def __init__(self, in_out_channels=4, latent_embed_dim=4, embed_dim=4, filters=128, num_res_blocks=4,
                  channel_multipliers=(1, 2, 2, 4), temporal_downsample=(True, True, False), num_groups=32,
                  activation_fn="swish", from_pretrained=None):
@@ -192,19 +193,6 @@ class VAE_Temporal(nn.Cell):
         t, h, w = input_size
         t = None if t is None else (t + self.time_padding(t)) // self.patch_size[0]
         return [t, h, w]
-
-    def set_jit(self, enabled=True):
-        """Run the encoder and decoder networks as compiled graphs (``ms.jit``, one compile per input shape)."""
-        object.__setattr__(self, "_jitted", {} if enabled else None)
-        return self
-
-    def _run(self, name, fn, x):
-        jitted = getattr(self, "_jitted", None)
-        if jitted is None:
-            return fn(x)
-        if name not in jitted:
-            jitted[name] = ms.jit(fn)
-        return jitted[name](x)
 
     def _encode_moments(self, x):
         return self.quant_conv(self.encoder(x)).astype(x.dtype)
