@@ -27,3 +27,24 @@ def pack_text(y, mask):
     sequence [1, N, C], plus ``y_lens``."""
     m = mask.bool()
     return y[m][None], m.sum(1).tolist()
+
+
+def with_switches(model, **switches):
+    """Set switches on a built model: a ``set_<name>(value)`` method where the model has one, else the attribute."""
+    for k, v in switches.items():
+        if hasattr(model, f"set_{k}"):
+            getattr(model, f"set_{k}")(v)
+        else:
+            setattr(model, k, v)
+    return model
+
+
+def switched(preset, backend, post=None, **switches):
+    """A factory: the registered ``preset`` built in ``backend`` (then ``post(model)``, e.g. a perturbation),
+    with ``switches`` set (``with_switches``)."""
+    def factory():
+        from opensora_dual.registry import build
+
+        model = build(preset, backend)
+        return with_switches(post(model) if post else model, **switches)
+    return factory

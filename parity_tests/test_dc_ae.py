@@ -18,7 +18,7 @@ from opensora_dual.families import dc_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
-from parity_tests.inputs import randn
+from parity_tests.inputs import randn, switched
 
 import pt_reference.models.dc_ae.ops as PO
 import ms_impl.models.dc_ae.ops as MO
@@ -63,24 +63,11 @@ def _pt(factory):
 
 
 def _pt_ae(**attrs):
-    def make():
-        m = perturb_norms(build(SMALL, "pt"))
-        for k, v in attrs.items():
-            setattr(m, k, v)
-        return m
-    return make
+    return switched(SMALL, "pt", post=perturb_norms, **attrs)
 
 
 def _ms_ae(**switches):
-    def make():
-        m = build(SMALL, "ms")
-        for k, v in switches.items():
-            if hasattr(m, f"set_{k}"):
-                getattr(m, f"set_{k}")(v)
-            else:
-                setattr(m, k, v)
-        return m
-    return make
+    return switched(SMALL, "ms", **switches)
 
 
 def ae_case(name, call, inputs, dtype="fp32", pt=None, port=None, **kw):

@@ -19,7 +19,7 @@ from opensora_dual.families import flux_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
-from parity_tests.inputs import randn
+from parity_tests.inputs import randn, switched
 
 import pt_reference.models.vae.autoencoder_2d as P
 import ms_impl.models.vae.autoencoder_2d as M
@@ -66,25 +66,12 @@ def encode_decode(model, x, noise):
 
 
 def _pt_ae(**attrs):
-    def factory():
-        m = build(SMALL, "pt")
-        for k, v in attrs.items():
-            setattr(m, k, v)
-        return m
-    return factory
+    return switched(SMALL, "pt", **attrs)
 
 
 def _ms_ae(**switches):
     """The small port with switches set after construction (``set_<name>`` methods or attributes)."""
-    def factory():
-        m = build(SMALL, "ms")
-        for k, v in switches.items():
-            if hasattr(m, f"set_{k}"):
-                getattr(m, f"set_{k}")(v)
-            else:
-                setattr(m, k, v)
-        return m
-    return factory
+    return switched(SMALL, "ms", **switches)
 
 
 def ae_case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):

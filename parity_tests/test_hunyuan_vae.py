@@ -18,7 +18,7 @@ from opensora_dual.families import hunyuan_vae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case, build_pair
-from parity_tests.inputs import randn
+from parity_tests.inputs import randn, switched
 
 import pt_reference.models.hunyuan_vae.unet_causal_3d_blocks as PB
 import ms_impl.models.hunyuan_vae.unet_causal_3d_blocks as MB
@@ -84,25 +84,12 @@ class _MsMask(ms.nn.Cell):
 
 
 def _pt_vae(**switches):
-    def factory():
-        m = build(SMALL, "pt")
-        for k, v in switches.items():
-            setattr(m, k, v)
-        return m
-    return factory
+    return switched(SMALL, "pt", **switches)
 
 
 def _ms_vae(**switches):
     """The small port with switches set after construction (names: attributes or ``set_<name>`` methods)."""
-    def factory():
-        m = build(SMALL, "ms")
-        for k, v in switches.items():
-            if hasattr(m, f"set_{k}"):
-                getattr(m, f"set_{k}")(v)
-            else:
-                setattr(m, k, v)
-        return m
-    return factory
+    return switched(SMALL, "ms", **switches)
 
 
 def vae_case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):
