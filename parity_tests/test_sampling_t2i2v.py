@@ -16,7 +16,7 @@ import pytest
 from parity_tests.sampling import SamplingCase, format_sampling_result, run_sampling_case
 from parity_tests.standard import compare, judge, psnr
 
-STEPS = 6
+STEPS = 4
 SIZE = dict(image_size=(32, 48), num_frames=9)   # video latent 3 x 8 x 12 (x4 VAE)
 IMAGE_RES = "64px"                               # the image step at 64 x 64 (FluxAE-S: 2x, latent 32 x 32)
 
