@@ -923,12 +923,11 @@ def test_flow_matching_inputs_dropout_condition_and_reference_loss(fm_one_step):
     assert got == pytest.approx(ra["loss"], rel=1e-6)
 
 
+@pytest.mark.parametrize("fm_one_step", [c for c in FM_CASES if c.startswith("i2v_head")], indirect=True)
 def test_flow_matching_recompute_and_accumulation_in_the_reference(fm_one_step):
     """The reference with checkpointing on and off, and with grad_accum=2 on the same batch (2 x 1) against one
     batch of 2: the same gradients and update (the port's recompute is in the graph case above)."""
-    case, _, batch, noise, ra, _, (w0a, _), (wa, _), _ = fm_one_step
-    if not case.startswith("i2v_head"):
-        pytest.skip("run once")
+    _, _, batch, noise, ra, _, (w0a, _), (wa, _), _ = fm_one_step
     for label, kw in (("checkpoint off", dict(recompute=False)), ("grad_accum 2x1", dict(grad_accum=2))):
         ts = PTT.TrainStep(fm_pt_model(), **fm_steps(**kw))
         r = ts.step(batch, noise, keep_grads=True)
