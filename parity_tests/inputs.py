@@ -48,3 +48,26 @@ def switched(preset, backend, post=None, **switches):
         model = build(preset, backend)
         return with_switches(post(model) if post else model, **switches)
     return factory
+
+
+def assert_same_tensors(got, want):
+    """Two {name: array} maps with the same names and bit-identical arrays."""
+    assert set(got) == set(want), (sorted(set(got) ^ set(want))[:8])
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def assert_release_roundtrip(path, preset, want, work_dir, sources=None):
+    """A release weights file (``path``) loads strictly into both twins with ``want``'s tensors (from each of
+    ``sources``, default the file itself), and release -> MindSpore ckpt -> PyTorch safetensors is bit-exact."""
+    import converters
+    from safetensors.numpy import load_file
+
+    for backend in ("pt", "ms"):
+        for src in sources or (path,):
+            assert_same_tensors(converters.model_tensors(
+                converters.from_pretrained(None, str(src), backend, model=preset), backend), want)
+    ckpt, back = f"{work_dir}/roundtrip.ckpt", f"{work_dir}/roundtrip_back.safetensors"
+    converters.convert(str(path), ckpt, model=preset, progress=False)
+    converters.convert(ckpt, back, model=preset, progress=False)
+    assert_same_tensors(load_file(back), want)

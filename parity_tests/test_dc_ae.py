@@ -18,7 +18,7 @@ from opensora_dual.families import dc_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
-from parity_tests.inputs import randn, switched
+from parity_tests.inputs import assert_release_roundtrip, randn, switched
 
 import pt_reference.models.dc_ae.ops as PO
 import ms_impl.models.dc_ae.ops as MO
@@ -363,7 +363,6 @@ def test_same_keys_small_both_backends():
 
 
 def test_release_layout_loads_strict_and_roundtrips_bit_exact(tmp_path):
-    from safetensors.numpy import load_file
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -373,20 +372,8 @@ def test_release_layout_loads_strict_and_roundtrips_bit_exact(tmp_path):
     folder.mkdir()
     path = folder / "F32T4C128_AE.safetensors"
     save_file({k: v.contiguous() for k, v in pt.state_dict().items()}, str(path))
-    for backend in ("pt", "ms"):
-        for src in (str(path), str(folder)):       # the bare file, and a folder holding the release file name
-            m = converters.from_pretrained(None, src, backend, model=SMALL)
-            got = converters.model_tensors(m, backend)
-            assert set(got) == set(want)
-            for k in want:
-                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
-    ckpt, back = tmp_path / "dc.ckpt", tmp_path / "dc_back.safetensors"
-    converters.convert(str(path), str(ckpt), model=SMALL, progress=False)
-    converters.convert(str(ckpt), str(back), model=SMALL, progress=False)
-    again = load_file(str(back))
-    assert set(again) == set(want)
-    for k in want:
-        np.testing.assert_array_equal(again[k], want[k], err_msg=k)
+    # the bare file, and a folder holding the release file name; the converter round trip bit-exact
+    assert_release_roundtrip(path, SMALL, want, tmp_path, sources=(path, folder))
     # our own release folder (config.json + model.safetensors) rebuilds without a preset
     converters.save_release_folder(pt, "pt", str(tmp_path / "rel"), resolve(SMALL)[1], preset=SMALL)
     port = converters.from_pretrained(None, str(tmp_path / "rel"), "ms")
