@@ -45,12 +45,11 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 
 from ms_impl.schedulers.iddpm import IDDPM, IDDPMLoss, model_argument_names
-from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, FlowMatchingBatchNoise,
-                                                  flow_matching_inputs, flow_matching_noise, flow_matching_settings,
+from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, TrainStepInputs, flow_matching_settings,
                                                   objective_key)
 from opensora_dual.training.iddpm import integer_timesteps, objective_settings
-from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
-                                          linear_warmup_lr, split_batch)
+from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, ema_tracked, linear_warmup_lr,
+                                          split_batch)
 
 F32 = ms.float32
 # batch entries a model may take after y, with their dtype (x_mask comes from the noise; "ar": STDiT2)
@@ -79,7 +78,7 @@ class RFlowLoss(nn.Cell):
         self.out_c = model.in_channels
 
     def construct(self, x0, noise, t, timepoints, drop_ids, x_mask, y, *model_tail):
-        B, C, T = x0.shape[0], x0.shape[1], x0.shape[2]
+        B, T = x0.shape[0], x0.shape[2]
         tp = timepoints.reshape(B, 1, 1, 1, 1)
         x_t = tp * x0 + (1 - tp) * noise
         if x_mask is not None:
@@ -263,7 +262,7 @@ def load_weights_inplace(model, tensors, strict=True):
     return written
 
 
-class TrainStep:
+class TrainStep(TrainStepInputs):
     """Port of ``pt_reference.training.TrainStep`` (same constructor arguments and ``step`` contract).
 
     MindSpore-only keyword arguments: ``compute_dtype`` (None: leave the model as it is; "fp16"/"fp32"),
@@ -458,20 +457,6 @@ class TrainStep:
         self.grad_reducer = reducer
 
     # ---- the step --------------------------------------------------------------------------------------
-    def flow_matching_inputs(self, batch, noise: FlowMatchingBatchNoise):
-        """The numpy model inputs and target of a 2.0 (micro-)batch (``opensora_dual.training``)."""
-        fm, m = self.fm, self.model
-        return flow_matching_inputs(batch, noise, m.patch_size, fm["sigma_min"], fm["dropout_ratio"],
-                                    with_cond=bool(m.cond_embed), guidance=fm["guidance"] if m.guidance_embed else None,
-                                    is_causal_vae=fm["is_causal_vae"], time_compression=fm["time_compression"])
-
-    def draw_noise(self, batch):
-        """This step's randoms when ``step`` gets none (from the step's generator)."""
-        if self.fm is not None:
-            return flow_matching_noise(batch, self.rng, self.model.patch_size, self.fm["condition_config"],
-                                       self.fm["is_causal_vae"], self.fm["time_compression"])
-        return default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
-
     def _inputs(self, batch, noise: TrainBatchNoise):
         """(x0, noise, t, timepoints, drop_ids, x_mask, y, *model tail) as tensors (see ``RFlowLoss``); 2.0:
         (img, img_ids, txt, txt_ids, timesteps, y_vec, target, cond, guidance) (see ``FlowMatchingLoss``)."""

@@ -33,6 +33,7 @@ from opensora_dual.packing import img_ids as make_img_ids, pack, txt_ids as make
 from opensora_dual.sampling.flow_matching import (COND_TYPES, SIGMA_MIN, dropout_condition, noised_latent,
                                                   pad_null_txt, sample_condition_types, sample_training_t,
                                                   training_condition, velocity_target)
+from opensora_dual.training.rflow import default_noise
 
 F32 = np.float32
 OBJECTIVE = "flow_matching"
@@ -225,3 +226,24 @@ def flow_matching_loss_reference(pred, target) -> float:
     """The loss in float64: plain MSE over every element."""
     d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
     return float(np.mean(d * d))
+
+
+class TrainStepInputs:
+    """What both ``TrainStep`` twins do in numpy before the model: the 2.0 inputs and target of a (micro-)batch
+    and the randoms ``step`` draws when it gets none. Needs ``self.fm`` (``flow_matching_settings`` or None),
+    ``self.model`` (``patch_size``, ``cond_embed``, ``guidance_embed``), ``self.rng``, ``self.caption_drop_prob``
+    and ``self.objective``."""
+
+    def flow_matching_inputs(self, batch, noise: FlowMatchingBatchNoise):
+        """The numpy model inputs and target of a 2.0 (micro-)batch (``flow_matching_inputs``)."""
+        fm, m = self.fm, self.model
+        return flow_matching_inputs(batch, noise, m.patch_size, fm["sigma_min"], fm["dropout_ratio"],
+                                    with_cond=bool(m.cond_embed), guidance=fm["guidance"] if m.guidance_embed else None,
+                                    is_causal_vae=fm["is_causal_vae"], time_compression=fm["time_compression"])
+
+    def draw_noise(self, batch):
+        """This step's randoms when ``step`` gets none (from the step's generator)."""
+        if self.fm is not None:
+            return flow_matching_noise(batch, self.rng, self.model.patch_size, self.fm["condition_config"],
+                                       self.fm["is_causal_vae"], self.fm["time_compression"])
+        return default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)

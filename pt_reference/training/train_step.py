@@ -31,11 +31,10 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 
-from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, FlowMatchingBatchNoise,
-                                                  flow_matching_inputs, flow_matching_noise, flow_matching_settings)
+from opensora_dual.training.flow_matching import (OBJECTIVE as FLOW_MATCHING, TrainStepInputs, flow_matching_settings)
 from opensora_dual.training.iddpm import integer_timesteps, objective_settings
-from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, default_noise, ema_tracked,
-                                          linear_warmup_lr, split_batch)
+from opensora_dual.training.rflow import (TrainBatchNoise, TrainingDivergedError, ema_tracked, linear_warmup_lr,
+                                          split_batch)
 
 # batch entries a model may take, with their dtype ("ar": STDiT2's aspect ratio; x_mask comes from the noise)
 MODEL_INPUTS = {"y": torch.float32, "mask": None, "fps": torch.float32, "height": torch.float32,
@@ -150,7 +149,7 @@ def _t(v, dtype=None):
     return a if dtype is None else a.to(dtype)
 
 
-class TrainStep:
+class TrainStep(TrainStepInputs):
     """Owns the optimizer, the lr schedule, the EMA copy and the step counters of one training run.
 
     ``step(batch, noise=None)``: ``batch`` is a dict of numpy arrays -- ``x0`` [B, C, T, H, W] latents, ``y``
@@ -277,20 +276,6 @@ class TrainStep:
             self.rng.bit_generator.state = state["rng"]
 
     # ---- the step --------------------------------------------------------------------------------------
-    def flow_matching_inputs(self, batch, noise: FlowMatchingBatchNoise):
-        """The numpy model inputs and target of a 2.0 (micro-)batch (``opensora_dual.training``)."""
-        fm, m = self.fm, self.model
-        return flow_matching_inputs(batch, noise, m.patch_size, fm["sigma_min"], fm["dropout_ratio"],
-                                    with_cond=bool(m.cond_embed), guidance=fm["guidance"] if m.guidance_embed else None,
-                                    is_causal_vae=fm["is_causal_vae"], time_compression=fm["time_compression"])
-
-    def draw_noise(self, batch):
-        """This step's randoms when ``step`` gets none (from the step's generator)."""
-        if self.fm is not None:
-            return flow_matching_noise(batch, self.rng, self.model.patch_size, self.fm["condition_config"],
-                                       self.fm["is_causal_vae"], self.fm["time_compression"])
-        return default_noise(batch, self.rng, self.caption_drop_prob, objective=self.objective)
-
     def loss(self, batch, noise: TrainBatchNoise):
         """The fp32 loss of one (micro-)batch; differentiable."""
         if self.fm is not None:
