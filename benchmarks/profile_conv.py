@@ -4,9 +4,7 @@ channels-last im2col, the sum over kernel offsets), each in PyNative and compile
     .venv/bin/python benchmarks/profile_conv.py [--repeat 5] [--impls im2col,im2col_cl,offsets]
 """
 import argparse
-import statistics
 import sys
-import time
 
 import numpy as np
 import mindspore as ms
@@ -14,6 +12,7 @@ import torch
 
 sys.path.insert(0, ".")
 from ms_impl.layers.basic import Conv2d, Conv3d, set_conv_impl, CONV_IMPLS  # noqa: E402
+from _timing import best_ms as med  # noqa: E402
 
 SHAPES = [  # (label, nd, B, Cin, Cout, spatial, k)
     ("2d 128->128 4x32x32", 2, 4, 128, 128, (32, 32), 3),
@@ -24,16 +23,6 @@ SHAPES = [  # (label, nd, B, Cin, Cout, spatial, k)
     ("3d 512->512 1x2x4x4", 3, 1, 512, 512, (4, 4, 4), 3),
     ("3d 128->128 1x18x16x16 (temporal 64px... 128ch)", 3, 1, 128, 128, (18, 8, 8), 3),
 ]
-
-
-def med(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts) * 1e3
 
 
 def main():

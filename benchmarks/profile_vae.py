@@ -14,16 +14,7 @@ import torch
 
 sys.path.insert(0, ".")
 from opensora_dual.registry import build  # noqa: E402
-
-
-def best(fn, repeat):
-    fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+from _timing import best_ms  # noqa: E402
 
 
 def stages_pt(vae, x):
@@ -67,7 +58,7 @@ def main():
 
     converters.pt_to_ms(pt, port)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, args.frames, args.size, args.size)).astype(np.float32)
-    cols = {"PyTorch": {k: best(f, args.repeat) for k, f in stages_pt(pt, torch.from_numpy(x)).items()}}
+    cols = {"PyTorch": {k: best_ms(f, args.repeat) / 1e3 for k, f in stages_pt(pt, torch.from_numpy(x)).items()}}
     for impl in args.impls.split(","):
         for jit in args.jit.split(","):
             port.set_conv_impl(impl)
@@ -78,7 +69,7 @@ def main():
             t0 = time.perf_counter()
             fns = stages_ms(port, ms.Tensor(x))
             first = time.perf_counter() - t0
-            cols[f"MS {impl} jit={jit}"] = dict({k: best(f, args.repeat) for k, f in fns.items()}, first_call=first)
+            cols[f"MS {impl} jit={jit}"] = dict({k: best_ms(f, args.repeat) / 1e3 for k, f in fns.items()}, first_call=first)
             print(f"done {impl} jit={jit} (first calls {first:.1f}s)", flush=True)
     names = list(cols)
     print(f"\n{args.model} 1x3x{args.frames}x{args.size}x{args.size}, fp32, best of {args.repeat}, seconds (MS/PT)")
