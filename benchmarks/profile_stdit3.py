@@ -18,8 +18,8 @@ import torch.nn.functional as F
 sys.path.insert(0, ".")
 from _timing import best_ms  # noqa: E402
 from ms_impl.layers.attention import scaled_dot_product_attention  # noqa: E402
-from ms_impl.layers.basic import GELU, LayerNorm  # noqa: E402
-from mindspore import mint, nn, ops  # noqa: E402
+from ms_impl.layers.basic import GELU, LayerNorm, unbind  # noqa: E402
+from mindspore import mint, nn  # noqa: E402
 
 T, S, C, H, L = 8, 256, 576, 8, 120
 D = C // H
@@ -53,7 +53,7 @@ class _QkvSplit(nn.Cell):
     """The qkv reshape + permute to [3, B, H, N, D] (one copy of the 3C-wide activations)."""
 
     def construct(self, qkv):
-        q, k, v = ops.unstack(mint.permute(qkv.reshape(T, S, 3, H, D), (2, 0, 3, 1, 4)), 0)
+        q, k, v = unbind(mint.permute(qkv.reshape(T, S, 3, H, D), (2, 0, 3, 1, 4)), 0)
         return q + k + v
 
 
@@ -128,7 +128,7 @@ def main():
     def pt_split():
         q = qkvt.view(T, S, 3, H, D).permute(2, 0, 3, 1, 4)
         return q[0] + q[1] + q[2]
-    row("qkv permute to [3,B,H,N,D], unstack (+2 adds)", 2, pt_split, _QkvSplit(), ms.Tensor(qkv))
+    row("qkv permute to [3,B,H,N,D], unbind (+2 adds)", 2, pt_split, _QkvSplit(), ms.Tensor(qkv))
     row("temporal transposes BTSC <-> BSTC", 1,
         lambda: xt.reshape(1, T, S, C).transpose(1, 2).reshape(S, T, C).reshape(1, S, T, C).transpose(1, 2).reshape(1, N, C).contiguous(),
         _Temporal(), xm)

@@ -17,7 +17,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, mint, nn, ops
 
 from ms_impl.layers.attention import scaled_dot_product_attention
-from ms_impl.layers.basic import GELU, Conv3d, Identity, LayerNorm, Linear, RMSNorm, SiLU
+from ms_impl.layers.basic import GELU, Conv3d, Identity, LayerNorm, Linear, RMSNorm, SiLU, unbind
 from ms_impl.device import on_ascend
 
 
@@ -68,9 +68,8 @@ class RotaryEmbedding(nn.Cell):
 
 def rotate_half(x):
     shape = x.shape
-    # ops.unstack, not x[..., 0]: a graph-mode index is a slow gather on CPU (30 -> 18 ms at the mid shapes);
-    # mint.unbind would do the same forward but its PyNative backward fails ("The pointer[input_tensor] is null")
-    x1, x2 = ops.unstack(x.reshape(shape[:-1] + (shape[-1] // 2, 2)), -1)
+    # unbind, not x[..., 0]: a graph-mode index is a slow gather on CPU (see ``unbind``)
+    x1, x2 = unbind(x.reshape(shape[:-1] + (shape[-1] // 2, 2)), -1)
     return ops.stack((-x2, x1), -1).reshape(shape)
 
 
@@ -124,7 +123,7 @@ class Attention(nn.Cell):
             heads = self.num_heads // self.sp_size
             qkv = self._gather(qkv, 1)[:, :, :, self.sp_rank * heads:(self.sp_rank + 1) * heads]
         qkv = mint.permute(qkv, (2, 0, 3, 1, 4))
-        q, k, v = ops.unstack(qkv, 0)  # qkv[0] in graph mode: a gather, ~17 ms each at the mid shapes; unstack ~1
+        q, k, v = unbind(qkv, 0)  # not qkv[0]: a gather in graph mode (``unbind``)
         if self.qk_norm_legacy:
             if self.rope:
                 q, k = apply_rope(q, rope_cos, rope_sin), apply_rope(k, rope_cos, rope_sin)
@@ -159,7 +158,7 @@ class MultiHeadCrossAttention(nn.Cell):
         q = mint.transpose(self.q_linear(x).reshape(B, N, self.num_heads, self.head_dim), 1, 2)
         kv = mint.permute(self.kv_linear(cond).reshape(B, L, 2, self.num_heads, self.head_dim), (2, 0, 3, 1, 4))
         attn_mask = None if mask is None else mask.reshape(B, 1, 1, L)
-        k, v = ops.unstack(kv, 0)
+        k, v = unbind(kv, 0)
         x = scaled_dot_product_attention(q, k, v, attn_mask, None, self.attn_backend)
         x = mint.transpose(x, 1, 2).reshape(B, N, C)
         return self.proj(x)

@@ -18,7 +18,7 @@ from mindspore import Parameter, Tensor, mint, nn, ops
 from mindspore.common.initializer import initializer
 
 from ms_impl.layers.attention import scaled_dot_product_attention
-from ms_impl.layers.basic import GELU, LayerNorm, Linear, SiLU
+from ms_impl.layers.basic import GELU, LayerNorm, Linear, SiLU, unbind
 
 
 _TRIG_DTYPE = ms.float32 if ms.get_context("device_target") == "Ascend" else ms.float64
@@ -52,10 +52,10 @@ def liger_rope(pos, dim, theta):
 def apply_rope(xq, xk, freqs_cis):
     xq_ = _up(xq).reshape(xq.shape[:-1] + (-1, 1, 2))
     xk_ = _up(xk).reshape(xk.shape[:-1] + (-1, 1, 2))
-    # ops.unstack, not [..., 0]: an index is a slow gather in graph mode on CPU
-    f0, f1 = ops.unstack(freqs_cis, -1)
-    q0, q1 = ops.unstack(xq_, -1)
-    k0, k1 = ops.unstack(xk_, -1)
+    # unbind, not [..., 0]: an index is a slow gather in graph mode on CPU
+    f0, f1 = unbind(freqs_cis, -1)
+    q0, q1 = unbind(xq_, -1)
+    k0, k1 = unbind(xk_, -1)
     xq_out = f0 * q0 + f1 * q1
     xk_out = f0 * k0 + f1 * k1
     return xq_out.reshape(xq.shape).astype(xq.dtype), xk_out.reshape(xk.shape).astype(xk.dtype)
@@ -261,7 +261,7 @@ class SelfAttention(nn.Cell):
         H, D = self.num_heads, self.head_dim
         if self.fused_qkv:
             qkv = mint.permute(self.qkv(x).reshape(B, L, 3, H, D), (2, 0, 3, 1, 4))
-            q, k, v = ops.unstack(qkv, 0)
+            q, k, v = unbind(qkv, 0)
         else:
             q = self.q_proj(x).reshape(B, L, H, D)
             k = self.k_proj(x).reshape(B, L, H, D)
@@ -379,7 +379,7 @@ class SingleStreamBlock(nn.Cell, _SequenceParallel):
             h = self.linear1(x_mod)
             qkv, mlp = mint.split(h, [3 * C, h.shape[-1] - 3 * C], -1)
             qkv = mint.permute(qkv.reshape(B, L, 3, H, D), (2, 0, 3, 1, 4))
-            q, k, v = ops.unstack(qkv, 0)
+            q, k, v = unbind(qkv, 0)
         else:
             q = self.q_proj(x_mod).reshape(B, L, H, D)
             k = self.k_proj(x_mod).reshape(B, L, H, D)
