@@ -71,3 +71,37 @@ def assert_release_roundtrip(path, preset, want, work_dir, sources=None):
     converters.convert(str(path), ckpt, model=preset, progress=False)
     converters.convert(ckpt, back, model=preset, progress=False)
     assert_same_tensors(load_file(back), want)
+
+
+def video(rng, *shape):
+    """A video-like input: uniform in [-1, 1), float32."""
+    return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+
+
+def whole_model_rows(name, module):
+    """``row_level`` for low-precision whole-model cases: the rounding accumulates over the network, so every
+    row is judged at the whole-model ceiling (as test_vae.py does for the 1.2 VAE)."""
+    return "model_small"
+
+
+def model_case_factory(pt_factory, ms_factory):
+    """-> ``case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw)``: a ``model_small``
+    Case of the twins ``pt_factory()`` / ``ms_factory()`` (or the given factories); low-precision cases judge
+    their rows with ``whole_model_rows``."""
+    from parity_tests.engine import Case
+
+    def case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):
+        if dtype != "fp32":
+            kw.setdefault("row_level", whole_model_rows)
+        return Case(name, pt or pt_factory(), port or ms_factory(), inputs, "model_small", dtype=dtype, mode=mode,
+                    call=call, **kw)
+    return case
+
+
+def encode_inputs(latent_size, kwargs, channels, b, t, h, w):
+    """Inputs of a VAE encode with pre-drawn posterior noise: ``x`` [b, 3, t, h, w] and ``noise`` shaped like the
+    latent (``latent_size(kwargs, t, h, w)`` -> (t, h, w), ``channels`` latent channels)."""
+    def make(rng):
+        lt, lh, lw = latent_size(kwargs, t, h, w)
+        return {"x": video(rng, b, 3, t, h, w), "noise": randn(rng, b, channels, lt, lh, lw)}
+    return make

@@ -18,7 +18,7 @@ from opensora_dual.families import dc_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
-from parity_tests.inputs import assert_release_roundtrip, randn, switched
+from parity_tests.inputs import assert_release_roundtrip, model_case_factory, randn, switched, video
 
 import pt_reference.models.dc_ae.ops as PO
 import ms_impl.models.dc_ae.ops as MO
@@ -39,9 +39,6 @@ GRAPH_CFG = fam_mod.make_config(
 
 
 
-
-def video(rng, *shape):
-    return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
 
 
 def perturb_norms(model, seed=1):
@@ -70,10 +67,7 @@ def _ms_ae(**switches):
     return switched(SMALL, "ms", **switches)
 
 
-def ae_case(name, call, inputs, dtype="fp32", pt=None, port=None, **kw):
-    if dtype != "fp32":
-        kw.setdefault("row_level", lambda n, m: "model_small")   # rounding accumulates over the network
-    return Case(name, pt or _pt_ae(), port or _ms_ae(), inputs, "model_small", dtype=dtype, call=call, **kw)
+ae_case = model_case_factory(_pt_ae, _ms_ae)
 
 
 def roundtrip(model, x):

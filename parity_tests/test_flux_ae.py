@@ -19,7 +19,8 @@ from opensora_dual.families import flux_ae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case
-from parity_tests.inputs import assert_release_roundtrip, randn, switched
+from parity_tests.inputs import (assert_release_roundtrip, encode_inputs, model_case_factory, randn, switched,
+                                 video)
 
 import pt_reference.models.vae.autoencoder_2d as P
 import ms_impl.models.vae.autoencoder_2d as M
@@ -35,14 +36,6 @@ F = 2 ** (len(MULT) - 1)    # small preset's spatial compression (2)
 
 
 
-def video(rng, *shape):
-    return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
-
-
-def small_row_level(name, module):
-    """fp16 whole-model rows: the rounding accumulates over the network, so rows are judged at the whole-model
-    ceiling (as test_hunyuan_vae.py / test_vae.py do)."""
-    return "model_small"
 
 
 # ------------------------------------------------------------------------- calls shared by both twins
@@ -74,18 +67,11 @@ def _ms_ae(**switches):
     return switched(SMALL, "ms", **switches)
 
 
-def ae_case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):
-    if dtype != "fp32":
-        kw.setdefault("row_level", small_row_level)
-    return Case(name, pt or _pt_ae(), port or _ms_ae(), inputs, "model_small", dtype=dtype, mode=mode, call=call,
-                **kw)
+ae_case = model_case_factory(_pt_ae, _ms_ae)
 
 
 def _enc_inputs(b, t, h, w):
-    def make(rng):
-        lt, lh, lw = fam_mod.latent_size(SKW, t, h, w)
-        return {"x": video(rng, b, 3, t, h, w), "noise": randn(rng, b, Z, lt, lh, lw)}
-    return make
+    return encode_inputs(fam_mod.latent_size, SKW, Z, b, t, h, w)
 
 
 # ------------------------------------------------------------------------- the case table (small configs)

@@ -18,7 +18,8 @@ from opensora_dual.families import hunyuan_vae as fam_mod
 from opensora_dual.registry import build, get_family, resolve
 from parity_tests import standard
 from parity_tests.engine import Case, assert_case, build_pair
-from parity_tests.inputs import assert_release_roundtrip, randn, switched
+from parity_tests.inputs import (assert_release_roundtrip, encode_inputs, model_case_factory, randn, switched,
+                                 video)
 
 import pt_reference.models.hunyuan_vae.unet_causal_3d_blocks as PB
 import ms_impl.models.hunyuan_vae.unet_causal_3d_blocks as MB
@@ -37,9 +38,6 @@ GRAPH_ARCH = dict(ARCH, block_out_channels=(16, 16))   # 2 levels, both halve T 
 
 
 
-def video(rng, *shape):
-    return rng.uniform(-1.0, 1.0, shape).astype(np.float32)
-
 
 def upstream_mask(n_frame, n_hw):
     """Upstream's ``prepare_causal_attention_mask`` loop (float 0 / -inf), as a boolean "attend" mask."""
@@ -49,11 +47,6 @@ def upstream_mask(n_frame, n_hw):
         mask[i, :(i // n_hw + 1) * n_hw] = 0
     return mask == 0
 
-
-def small_row_level(name, module):
-    """fp16 whole-model rows: the rounding accumulates over the network, so rows are judged at the
-    whole-model ceiling (as parity_tests/test_vae.py does for the 1.2 VAE)."""
-    return "model_small"
 
 
 # ------------------------------------------------------------------------- calls shared by both twins
@@ -92,18 +85,11 @@ def _ms_vae(**switches):
     return switched(SMALL, "ms", **switches)
 
 
-def vae_case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):
-    if dtype != "fp32":
-        kw.setdefault("row_level", small_row_level)
-    return Case(name, pt or _pt_vae(), port or _ms_vae(), inputs, "model_small", dtype=dtype, mode=mode, call=call,
-                **kw)
+vae_case = model_case_factory(_pt_vae, _ms_vae)
 
 
 def _enc_inputs(b, t, h, w):
-    def make(rng):
-        lt, lh, lw = fam_mod.latent_size(SKW, t, h, w)
-        return {"x": video(rng, b, 3, t, h, w), "noise": randn(rng, b, LAT, lt, lh, lw)}
-    return make
+    return encode_inputs(fam_mod.latent_size, SKW, LAT, b, t, h, w)
 
 
 # ------------------------------------------------------------------------- the case table (small configs)
