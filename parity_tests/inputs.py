@@ -3,7 +3,7 @@ import functools
 
 import numpy as np
 
-from parity_tests.engine import fill_zero_parameters
+from parity_tests.engine import Case, fill_zero_parameters
 
 
 def randn(rng, *shape, scale=1.0):
@@ -88,8 +88,6 @@ def model_case_factory(pt_factory, ms_factory):
     """-> ``case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw)``: a ``model_small``
     Case of the twins ``pt_factory()`` / ``ms_factory()`` (or the given factories); low-precision cases judge
     their rows with ``whole_model_rows``."""
-    from parity_tests.engine import Case
-
     def case(name, call, inputs, dtype="fp32", mode="pynative", pt=None, port=None, **kw):
         if dtype != "fp32":
             kw.setdefault("row_level", whole_model_rows)

@@ -38,9 +38,6 @@ GRAPH_CFG = fam_mod.make_config(
                  temporal_upsample=[True, False]))
 
 
-
-
-
 def perturb_norms(model, seed=1):
     """RMSNorm weights are ones and biases zeros at construction (upstream initialises them with trunc_normal):
     draw them so the affine part, bias included, is exercised."""

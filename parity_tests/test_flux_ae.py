@@ -34,10 +34,6 @@ DEC = dict(resolution=SKW["resolution"], ch=CH, out_ch=3, ch_mult=MULT, num_res_
 F = 2 ** (len(MULT) - 1)    # small preset's spatial compression (2)
 
 
-
-
-
-
 # ------------------------------------------------------------------------- calls shared by both twins
 def encode_mode(model, x):
     return model.encode(x, sample_posterior=False)

@@ -36,9 +36,6 @@ ARCH = dict(block_out_channels=CH, layers_per_block=SKW["layers_per_block"], nor
 GRAPH_ARCH = dict(ARCH, block_out_channels=(16, 16))   # 2 levels, both halve T and H/W
 
 
-
-
-
 def upstream_mask(n_frame, n_hw):
     """Upstream's ``prepare_causal_attention_mask`` loop (float 0 / -inf), as a boolean "attend" mask."""
     seq = n_frame * n_hw
@@ -46,7 +43,6 @@ def upstream_mask(n_frame, n_hw):
     for i in range(seq):
         mask[i, :(i // n_hw + 1) * n_hw] = 0
     return mask == 0
-
 
 
 # ------------------------------------------------------------------------- calls shared by both twins
